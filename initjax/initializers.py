@@ -1,0 +1,361 @@
+"""Weight initializers by name: He, Xavier/Glorot, LeCun, orthogonal, fixed variance.
+
+Every initializer is a factory returning ``init(key, shape, dtype) -> Array`` (the
+``jax.nn.initializers`` protocol), so each works as a Flax ``kernel_init``
+(``flax.linen.Dense``, ``flax.nnx.Linear``; kernels there have shape (in, out)).
+
+Conventions (differences from ``jax.nn.initializers`` spelled out):
+  * ``he_normal``, ``xavier_normal`` (alias ``glorot_normal``) and ``lecun_normal``
+    draw a PLAIN normal, as in the papers, the book and PyTorch. JAX's ``he_normal``,
+    ``glorot_normal`` and ``lecun_normal`` (and so Flax's default kernel init) draw a
+    normal truncated at +-2 std, rescaled to the same variance; use
+    ``he_truncated_normal`` or ``variance_scaling(..., "truncated_normal")`` for that.
+  * Fans follow ``jax.nn.initializers``: axes other than in/out/batch form the
+    receptive field, so a conv kernel (h, w, c_in, c_out) has fan_in = h*w*c_in.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+Axes = int | Sequence[int]
+
+# Standard deviation of a standard normal truncated to (-2, 2); same constant as JAX.
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+LEAKY_RELU_SLOPE = 0.01  # torch.nn.init.calculate_gain default when param is None
+
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+def _check_positive(what: str, value: Any) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      math.isfinite(value) and value > 0):
+    raise ValueError(f"{what} must be a positive finite number; got {value!r}")
+  return float(value)
+
+
+def _check_finite(what: str, value: Any) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f"{what} must be a finite number; got {value!r}")
+  return float(value)
+
+
+def _axes(axis: Axes, ndim: int, what: str) -> tuple[int, ...]:
+  axes = (axis,) if isinstance(axis, int) else tuple(axis)
+  for a in axes:
+    if not -ndim <= a < ndim:
+      raise ValueError(f"{what}={axis!r} is out of range for a rank-{ndim} shape")
+  return tuple(a % ndim for a in axes)
+
+
+def compute_fans(shape: Sequence[int], in_axis: Axes = -2, out_axis: Axes = -1,
+                 batch_axis: Axes = ()) -> tuple[float, float]:
+  """Returns (fan_in, fan_out) of a weight tensor, as ``jax.nn.initializers``.
+
+  receptive = prod(shape) / (prod(in dims) * prod(out dims) * prod(batch dims)),
+  fan_in = prod(in dims) * receptive, fan_out = prod(out dims) * receptive.
+  A conv kernel (h, w, c_in, c_out) gives fan_in = h*w*c_in, fan_out = h*w*c_out.
+  """
+  shape = tuple(int(d) for d in shape)
+  ndim = len(shape)
+  if ndim < 2:
+    raise ValueError(
+        "compute_fans needs a weight matrix or kernel of rank >= 2; got shape "
+        f"{shape} (rank {ndim}). Use normal/zeros/constant for biases.")
+  ins = _axes(in_axis, ndim, "in_axis")
+  outs = _axes(out_axis, ndim, "out_axis")
+  batch = _axes(batch_axis, ndim, "batch_axis")
+  if len(set(ins + outs + batch)) != len(ins) + len(outs) + len(batch):
+    raise ValueError(f"in_axis={in_axis!r}, out_axis={out_axis!r}, batch_axis={batch_axis!r} "
+                     "must be distinct axes")
+  in_size = math.prod(shape[a] for a in ins)
+  out_size = math.prod(shape[a] for a in outs)
+  batch_size = math.prod(shape[a] for a in batch)
+  # Same arithmetic as jax's _compute_fans, so variances agree bit for bit.
+  receptive = math.prod(shape) / in_size / out_size / batch_size
+  return in_size * receptive, out_size * receptive
+
+
+def _fan(mode: str, fan_in: float, fan_out: float) -> float:
+  if mode == "fan_in":
+    return fan_in
+  if mode == "fan_out":
+    return fan_out
+  if mode == "fan_avg":
+    return (fan_in + fan_out) / 2
+  return (fan_in * fan_out) ** 0.5  # fan_geo_avg
+
+
+def _check_mode(mode: str) -> str:
+  if mode not in MODES:
+    raise ValueError(f"Invalid mode {mode!r}; valid choices: {', '.join(MODES)}")
+  return mode
+
+
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis: Axes = -2,
+                     out_axis: Axes = -1, batch_axis: Axes = (),
+                     dtype: Any = jnp.float32) -> Initializer:
+  """Zero-mean initializer with variance scale / n, n = fan_in, fan_out,
+  (fan_in + fan_out) / 2 or sqrt(fan_in * fan_out) for mode fan_in, fan_out, fan_avg,
+  fan_geo_avg.
+
+  distribution:
+    normal: N(0, var), untruncated.
+    truncated_normal: sqrt(var) / 0.8796... * TN(-2, 2), i.e. a normal cut at +-2 of
+      its std and rescaled so the variance is exactly var (as JAX).
+    uniform: U(-sqrt(3 var), sqrt(3 var)).
+  Same draws as ``jax.nn.initializers.variance_scaling`` for the same key.
+  """
+  scale = _check_positive("scale", scale)
+  _check_mode(mode)
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"Invalid distribution {distribution!r}; valid choices: "
+                     f"{', '.join(DISTRIBUTIONS)}")
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+    shape = tuple(int(d) for d in shape)
+    fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+    variance = jnp.array(scale / _fan(mode, fan_in, fan_out), dtype=dtype)
+    if distribution == "normal":
+      return jax.random.normal(key, shape, dtype) * jnp.sqrt(variance)
+    if distribution == "truncated_normal":
+      std = jnp.sqrt(variance) / jnp.array(TRUNCATED_NORMAL_STD, dtype)
+      return jax.random.truncated_normal(key, -2, 2, shape, dtype) * std
+    return jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+
+  return init
+
+
+_GAINS = {
+    "linear": 1.0, "identity": 1.0, "sigmoid": 1.0, "softsign": 1.0,
+    "conv1d": 1.0, "conv2d": 1.0, "conv3d": 1.0,
+    "conv_transpose1d": 1.0, "conv_transpose2d": 1.0, "conv_transpose3d": 1.0,
+    "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "selu": 0.75,
+}
+
+
+def gain(activation: str, param: float | None = None) -> float:
+  """Recommended gain g for `activation`, as torch.nn.init.calculate_gain.
+
+  linear/identity/conv*/sigmoid: 1; tanh: 5/3; relu: sqrt(2); selu: 3/4;
+  leaky_relu: sqrt(2 / (1 + slope^2)) with slope = param, default 0.01 (torch).
+  Not in torch (initjax's choices): softsign: 1 (softsign'(0) = 1, like tanh without
+  the 5/3 correction); gelu: sqrt(2) (GELU is ReLU-like: ~x for x >> 0, ~0 for x << 0).
+  `param` is ignored for activations other than leaky_relu (as torch).
+  """
+  if activation == "leaky_relu":
+    slope = LEAKY_RELU_SLOPE if param is None else _check_finite("param", param)
+    return math.sqrt(2.0 / (1.0 + slope**2))
+  if activation not in _GAINS:
+    names = sorted([*_GAINS, "leaky_relu"])
+    raise ValueError(f"Unknown activation {activation!r}; valid choices: {', '.join(names)}")
+  return _GAINS[activation]
+
+
+def _he_scale(gain: float | None, negative_slope: float) -> float:
+  # 2 / (1 + a^2) computed directly (not sqrt(.)**2) so that the default is exactly 2.
+  if gain is not None:
+    return _check_positive("gain", gain) ** 2
+  return 2.0 / (1.0 + _check_finite("negative_slope", negative_slope) ** 2)
+
+
+def he_normal(gain: float | None = None, negative_slope: float = 0.0, mode: str = "fan_in",
+              in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
+              dtype: Any = jnp.float32) -> Initializer:
+  """He (Kaiming) init: PLAIN normal N(0, g^2 / n), g = gain if given else
+  sqrt(2 / (1 + negative_slope^2)), n = fan_in (or fan_out etc., per `mode`).
+
+  JAX's ``jax.nn.initializers.he_normal`` is a truncated normal; initjax's
+  ``he_normal`` is the plain normal of the book and PyTorch (kaiming_normal_). Use
+  ``he_truncated_normal`` for JAX's. Same variance either way.
+  """
+  return variance_scaling(_he_scale(gain, negative_slope), mode, "normal", in_axis,
+                          out_axis, batch_axis, dtype)
+
+
+def he_uniform(gain: float | None = None, negative_slope: float = 0.0, mode: str = "fan_in",
+               in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
+               dtype: Any = jnp.float32) -> Initializer:
+  """He init, uniform: U(-sqrt(3 var), sqrt(3 var)), var = g^2 / n as ``he_normal``."""
+  return variance_scaling(_he_scale(gain, negative_slope), mode, "uniform", in_axis,
+                          out_axis, batch_axis, dtype)
+
+
+def he_truncated_normal(gain: float | None = None, negative_slope: float = 0.0,
+                        mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -1,
+                        batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+  """He init, truncated at +-2 std and rescaled: variance exactly g^2 / n as
+  ``he_normal``. With the defaults it equals ``jax.nn.initializers.he_normal()``."""
+  return variance_scaling(_he_scale(gain, negative_slope), mode, "truncated_normal",
+                          in_axis, out_axis, batch_axis, dtype)
+
+
+def xavier_normal(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
+                  batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+  """Xavier/Glorot (Glorot & Bengio 2010): PLAIN normal N(0, gain^2 * 2/(fan_in + fan_out)).
+
+  JAX's ``glorot_normal`` is truncated (same variance); this one is not (as PyTorch).
+  """
+  return variance_scaling(_check_positive("gain", gain) ** 2, "fan_avg", "normal", in_axis,
+                          out_axis, batch_axis, dtype)
+
+
+def xavier_uniform(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
+                   batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+  """Xavier/Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), so
+  variance gain^2 * 2/(fan_in + fan_out). gain=1 equals ``jax...glorot_uniform()``."""
+  return variance_scaling(_check_positive("gain", gain) ** 2, "fan_avg", "uniform", in_axis,
+                          out_axis, batch_axis, dtype)
+
+
+def lecun_normal(in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
+                 dtype: Any = jnp.float32) -> Initializer:
+  """LeCun: PLAIN normal N(0, 1/fan_in). JAX's/Flax's default ``lecun_normal`` is
+  truncated (same variance)."""
+  return variance_scaling(1.0, "fan_in", "normal", in_axis, out_axis, batch_axis, dtype)
+
+
+def lecun_uniform(in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
+                  dtype: Any = jnp.float32) -> Initializer:
+  """LeCun uniform: U(-sqrt(3/fan_in), sqrt(3/fan_in)), variance 1/fan_in."""
+  return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
+
+
+def orthogonal(gain: float = 1.0, column_axis: int = -1,
+               dtype: Any = jnp.float32) -> Initializer:
+  """gain * Q, Q Haar-random with orthonormal columns (n_rows >= n_cols) or rows, where
+  n_cols = shape[column_axis], n_rows = prod(other dims). Q^T Q = gain^2 I (tall) or
+  Q Q^T = gain^2 I (wide); each entry has variance gain^2 / max(n_rows, n_cols).
+  Same draws as ``jax.nn.initializers.orthogonal(scale=gain)``."""
+  gain = _check_positive("gain", gain)
+  jax_init = jax.nn.initializers.orthogonal(scale=gain, column_axis=column_axis)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 2:
+      raise ValueError(f"orthogonal needs a weight matrix or kernel of rank >= 2; got {shape}")
+    return jax_init(key, shape, dtype)
+
+  return init
+
+
+def normal(variance: float = 1.0, dtype: Any = jnp.float32) -> Initializer:
+  """N(0, variance) whatever the shape (any rank, biases included): the book's
+  fixed-variance experiment, sigma_Omega^2 in {0.001, ..., 1.0}. variance > 0."""
+  std = math.sqrt(_check_positive("variance", variance))
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+    return jax.random.normal(key, tuple(shape), dtype) * jnp.array(std, dtype)
+
+  return init
+
+
+def zeros(dtype: Any = jnp.float32) -> Initializer:
+  """All zeros (biases); the key is ignored."""
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+    del key
+    return jnp.zeros(tuple(shape), dtype)
+
+  return init
+
+
+def constant(value: float, dtype: Any = jnp.float32) -> Initializer:
+  """Every entry equal to `value` (biases); the key is ignored."""
+  value = _check_finite("value", value)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+    del key
+    return jnp.full(tuple(shape), value, dtype)
+
+  return init
+
+
+_HE = {"gain": None, "negative_slope": 0.0, "mode": "fan_in"}
+
+# name -> (factory, default keyword arguments), as init2winit's registry. Aliases share
+# the factory: glorot_* = xavier_* (plain normal!), kaiming_* = he_*.
+INITIALIZERS: dict[str, tuple[Callable[..., Initializer], dict[str, Any]]] = {
+    "he_normal": (he_normal, _HE),
+    "he_uniform": (he_uniform, _HE),
+    "he_truncated_normal": (he_truncated_normal, _HE),
+    "kaiming_normal": (he_normal, _HE),
+    "kaiming_uniform": (he_uniform, _HE),
+    "xavier_normal": (xavier_normal, {"gain": 1.0}),
+    "xavier_uniform": (xavier_uniform, {"gain": 1.0}),
+    "glorot_normal": (xavier_normal, {"gain": 1.0}),
+    "glorot_uniform": (xavier_uniform, {"gain": 1.0}),
+    "lecun_normal": (lecun_normal, {}),
+    "lecun_uniform": (lecun_uniform, {}),
+    "orthogonal": (orthogonal, {"gain": 1.0, "column_axis": -1}),
+    "normal": (normal, {"variance": 1.0}),
+    "zeros": (zeros, {}),
+    "constant": (constant, {"value": 0.0}),
+}
+
+
+def initializer_names() -> list[str]:
+  return sorted(INITIALIZERS)
+
+
+def _resolve(name: str, kwargs: dict[str, Any]) -> tuple[Callable[..., Initializer], dict]:
+  """Returns the factory for `name` and its full keyword arguments (defaults filled)."""
+  if name not in INITIALIZERS:
+    raise ValueError(f"Unknown initializer {name!r}; valid choices: "
+                     f"{', '.join(initializer_names())}")
+  factory, defaults = INITIALIZERS[name]
+  signature = inspect.signature(factory)
+  for k in kwargs:
+    if k not in signature.parameters:
+      raise ValueError(f"Unknown keyword {k!r} for initializer {name!r}; valid keywords: "
+                       f"{', '.join(signature.parameters) or '(none)'}")
+  bound = signature.bind(**{**defaults, **kwargs})
+  bound.apply_defaults()
+  return factory, dict(bound.arguments)
+
+
+def get_initializer(name: str, **kwargs: Any) -> Initializer:
+  """Returns ``init(key, shape, dtype)`` for registry `name` built with `kwargs`."""
+  factory, args = _resolve(name, kwargs)
+  return factory(**args)
+
+
+def _fan_variance(scale: float, mode: str, shape, args: dict) -> float:
+  fan_in, fan_out = compute_fans(shape, args["in_axis"], args["out_axis"], args["batch_axis"])
+  return scale / _fan(mode, fan_in, fan_out)
+
+
+def _orthogonal_variance(shape, args: dict) -> float:
+  if len(shape) < 2:
+    raise ValueError(f"orthogonal needs a weight matrix or kernel of rank >= 2; got {shape}")
+  n_cols = shape[args["column_axis"]]
+  n_rows = math.prod(shape) // n_cols
+  return args["gain"] ** 2 / max(n_rows, n_cols)
+
+
+# factory -> (shape, full kwargs) -> per-entry variance.
+_VARIANCE: dict[Callable[..., Initializer], Callable[[tuple, dict], float]] = {
+    **{f: lambda s, a: _fan_variance(_he_scale(a["gain"], a["negative_slope"]), a["mode"], s, a)
+       for f in (he_normal, he_uniform, he_truncated_normal)},
+    **{f: lambda s, a: _fan_variance(a["gain"] ** 2, "fan_avg", s, a)
+       for f in (xavier_normal, xavier_uniform)},
+    **{f: lambda s, a: _fan_variance(1.0, "fan_in", s, a) for f in (lecun_normal, lecun_uniform)},
+    orthogonal: _orthogonal_variance,
+    normal: lambda s, a: a["variance"],
+    zeros: lambda s, a: 0.0,
+    constant: lambda s, a: 0.0,
+}
+
+
+def expected_variance(name: str, shape: Sequence[int], **kwargs: Any) -> float:
+  """Variance of each entry that ``get_initializer(name, **kwargs)`` draws for `shape`
+  (0.0 for zeros/constant; gain^2 / max(n_rows, n_cols) for orthogonal)."""
+  factory, args = _resolve(name, kwargs)
+  factory(**args)  # validates the values
+  return float(_VARIANCE[factory](tuple(int(d) for d in shape), args))
