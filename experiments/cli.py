@@ -5,6 +5,7 @@ status 2, no traceback and nothing written.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Callable, Sequence
 
@@ -44,6 +45,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     except UsageError as e:
       _exit_with(str(e))
 
+  # JAX logs at INFO that it found no TPU; that is noise on CPU and GPU machines.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   app.run(wrapped, flags_parser=_parse_flags)
 
 
