@@ -42,11 +42,15 @@ _QUADRATURE_ORDER = 200
 # ------------------------------------------------------------------------------------------------
 # Gaussian expectations.
 
+_Z_MAX = 12.0  # standard-normal mass beyond 12 sigma is ~1e-33
+
+
 @functools.lru_cache(maxsize=None)
-def _hermite_nodes(order: int) -> tuple[np.ndarray, np.ndarray]:
-  # Probabilists' Gauss-Hermite: integral g(z) exp(-z^2/2) dz ~ sum w_i g(z_i).
-  z, w = np.polynomial.hermite_e.hermegauss(order)
-  return z, w / math.sqrt(2.0 * math.pi)
+def _half_line_nodes(order: int) -> tuple[np.ndarray, np.ndarray]:
+  # Gauss-Legendre on [0, Z_MAX] with the standard-normal density folded into the weights.
+  x, w = np.polynomial.legendre.leggauss(order)
+  z = 0.5 * _Z_MAX * (x + 1.0)
+  return z, 0.5 * _Z_MAX * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
 
 
 def _np_activation(name: str):
@@ -82,9 +86,16 @@ def _np_derivative(name: str):
 
 def gaussian_expectation(g, variance: float, mean: float = 0.0,
                          order: int = _QUADRATURE_ORDER) -> float:
-  """E[g(f)] for f ~ N(mean, variance), by Gauss-Hermite quadrature (g vectorized over numpy)."""
-  z, w = _hermite_nodes(order)
-  return float(np.sum(w * g(mean + math.sqrt(max(variance, 0.0)) * z)))
+  """E[g(f)] for f ~ N(mean, variance) by Gauss-Legendre quadrature on each half-line.
+
+  E[g(f)] = int_0^inf (g(mean + s z) + g(mean - s z)) phi(z) dz, so a kink of g at f = mean
+  (ReLU-like activations at 0 with mean 0) sits at the end of the interval, where the rule stays
+  accurate; plain Gauss-Hermite loses several percent there. g is vectorized over numpy.
+  """
+  z, w = _half_line_nodes(order)
+  # A vanishing (not zero) spread keeps a kink's one-sided derivatives apart at variance 0.
+  s = math.sqrt(max(variance, 1e-300))
+  return float(np.sum(w * (g(mean + s * z) + g(mean - s * z))))
 
 
 def activation_moments(activation: str, variance: float) -> dict[str, float]:
@@ -164,22 +175,27 @@ def xavier_variance(fan_in: int, fan_out: int) -> float:
   return 2.0 / (fan_in + fan_out)
 
 
-def fixed_point_q(activation: str, sigma2_w: float, sigma2_b: float = 0.0,
-                  q0: float = 1.0, iterations: int = 2000, tol: float = 1e-12) -> float:
-  """Iterates the mean-field q-map q <- sigma_w^2 E[a(sqrt(q) z)^2] + sigma_b^2 to its fixed point.
+def fixed_point_q(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
+  """The stable fixed point q* of the mean-field map q <- sigma2_w E[a(sqrt(q) z)^2] + sigma2_b.
 
-  sigma2_w is the weight variance times the fan-in (W ~ N(0, sigma2_w / N)). Returns inf when
-  q grows without bound (e.g. ReLU above criticality).
+  sigma2_w is the weight variance times the fan-in (W ~ N(0, sigma2_w / N)). g(q) = F(q) - q is
+  scanned on a log grid; the first crossing from above to below zero is refined with brentq.
+  Returns 0.0 when the map contracts to zero (zero bias, ordered phase) and inf when q grows
+  without bound (e.g. ReLU above criticality).
   """
-  q = q0
-  for _ in range(iterations):
-    q_new = sigma2_w * activation_moments(activation, q)["second_moment_h"] + sigma2_b
-    if not math.isfinite(q_new) or q_new > 1e150:
-      return math.inf
-    if abs(q_new - q) <= tol * max(1.0, q):
-      return q_new
-    q = q_new
-  return q
+  from scipy import optimize  # pylint: disable=import-outside-toplevel
+
+  def g(q):
+    return sigma2_w * activation_moments(activation, q)["second_moment_h"] + sigma2_b - q
+
+  grid = np.geomspace(1e-10, 1e10, 81)
+  values = [g(q) for q in grid]
+  if values[0] < 0:
+    return 0.0 if sigma2_b == 0.0 else float(optimize.brentq(g, 0.0, grid[0]))
+  for i in range(len(grid) - 1):
+    if values[i] >= 0 > values[i + 1]:
+      return float(optimize.brentq(g, grid[i], grid[i + 1], xtol=1e-14, rtol=1e-12))
+  return math.inf
 
 
 def chi_1(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
@@ -188,7 +204,7 @@ def chi_1(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
     return sigma2_w * _CLOSED_FORM[activation]  # E[a'^2] does not depend on q
   q = fixed_point_q(activation, sigma2_w, sigma2_b)
   if not math.isfinite(q):
-    q = 1e6
+    q = 1e10  # diverging variance: chi_1 at the largest scale scanned
   return sigma2_w * activation_moments(activation, q)["second_moment_da"]
 
 
@@ -198,7 +214,7 @@ def critical_weight_variance(activation: str, sigma2_b: float = 0.0,
 
   ReLU with zero bias gives 2 (He); tanh with zero bias gives 1 (Xavier / LeCun). The root is
   bracketed on a log grid over [lo, hi] and refined by bisection on log sigma2_w; raises
-  ValueError when chi_1 - 1 does not change sign there.
+  ValueError when chi_1 - 1 does not change sign there, or jumps over 1 without crossing it.
   """
   check_activation(activation)
   if activation in _CLOSED_FORM and sigma2_b == 0.0:
@@ -216,7 +232,17 @@ def critical_weight_variance(activation: str, sigma2_b: float = 0.0,
       a, g_a = m, g_m
     else:
       b = m
-  return math.exp(0.5 * (a + b))
+  lo_chi, hi_chi = chi_1(activation, math.exp(a), sigma2_b), chi_1(activation, math.exp(b), sigma2_b)
+  if abs(lo_chi - 1.0) < 1e-3 and abs(hi_chi - 1.0) < 1e-3:
+    return math.exp(0.5 * (a + b))
+  # chi_1 is discontinuous here: q* jumps (GELU with zero bias: from 0 to infinity at
+  # sigma2_w = 4). The edge of chaos is the side on which chi_1 reaches 1 continuously.
+  if abs(lo_chi - 1.0) < 1e-3:
+    return math.exp(a)
+  if abs(hi_chi - 1.0) < 1e-3:
+    return math.exp(b)
+  raise ValueError(f"chi_1 = 1 has no root for {activation!r}: chi_1 jumps from {lo_chi:.3f} "
+                   f"to {hi_chi:.3f} at sigma2_w = {math.exp(a):.4f}")
 
 
 # ------------------------------------------------------------------------------------------------
