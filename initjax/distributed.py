@@ -1,0 +1,162 @@
+"""Spreading work past one device: seed sharding, multi-host start-up, batch-job task splits.
+
+Nothing here schedules anything: JAX's own sharding (a 1-D `Mesh` over the seed axis and
+`shard_map`) spreads seeds over the local devices, `jax.distributed.initialize` joins hosts,
+and a batch system (Slurm array jobs, or `scripts/run_local.sh`) runs one process per task.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Sequence, TypeVar
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SEED_AXIS = "seeds"
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices.
+
+def local_devices(num_devices: int | None = None) -> list:
+  """The first `num_devices` local devices (all when None or 0)."""
+  devices = jax.local_devices()
+  if num_devices:
+    if num_devices < 1 or num_devices > len(devices):
+      raise ValueError(f"num_devices must be between 1 and {len(devices)} (the local devices); "
+                       f"got {num_devices}")
+    devices = devices[:num_devices]
+  return devices
+
+
+def seed_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh over local devices whose single axis carries the seeds."""
+  return Mesh(np.array(local_devices(num_devices)), (SEED_AXIS,))
+
+
+def shard_over_seeds(fn: Callable, mesh: Mesh) -> Callable:
+  """Runs `fn` (leading axis of every argument and output = seeds) on each device's share.
+
+  The leading axis of every argument must be a multiple of the mesh size; each device runs `fn`
+  on its own contiguous block, so results equal the unsharded `fn` (to float tolerance).
+  """
+  if mesh.size == 1:
+    return fn
+  spec = PartitionSpec(SEED_AXIS)
+  return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+
+
+def pad_to_multiple(n: int, multiple: int) -> int:
+  return n + (-n % multiple)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hosts.
+
+def maybe_initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> bool:
+  """Calls `jax.distributed.initialize` when asked to, or when a cluster is detected.
+
+  With explicit arguments they are passed through. Without, JAX's own cluster detection (Slurm
+  with more than one task, Cloud TPU pods, MPI) is used when the environment shows a multi-process
+  job: `SLURM_NTASKS` > 1 or `JAX_COORDINATOR_ADDRESS` set. Returns True when initialized.
+  """
+  explicit = coordinator_address or (num_processes and num_processes > 1)
+  detected = (int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+              or bool(os.environ.get("JAX_COORDINATOR_ADDRESS")))
+  if not explicit and not detected:
+    return False
+  kwargs = {}
+  if coordinator_address:
+    kwargs["coordinator_address"] = coordinator_address
+  if num_processes:
+    kwargs["num_processes"] = num_processes
+  if process_id is not None and process_id >= 0:
+    kwargs["process_id"] = process_id
+  jax.distributed.initialize(**kwargs)
+  log.info("jax.distributed initialized: process %d of %d, %d local / %d global devices",
+           jax.process_index(), jax.process_count(), jax.local_device_count(),
+           jax.device_count())
+  return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Batch jobs.
+
+def task_from_env(task_index: int | None, num_tasks: int | None) -> tuple[int, int]:
+  """(task_index, num_tasks): the flags when given, else Slurm array variables, else (0, 1).
+
+  `SLURM_ARRAY_TASK_ID` counts from `SLURM_ARRAY_TASK_MIN` (usually 0); `SLURM_ARRAY_TASK_COUNT`
+  is the number of tasks. Inside a multi-process JAX job (no array), each process is a task.
+  """
+  env = os.environ
+  if num_tasks is None:
+    if "SLURM_ARRAY_TASK_COUNT" in env:
+      num_tasks = int(env["SLURM_ARRAY_TASK_COUNT"])
+    else:
+      num_tasks = jax.process_count()
+  if task_index is None:
+    if "SLURM_ARRAY_TASK_ID" in env:
+      task_index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    else:
+      task_index = jax.process_index() if num_tasks == jax.process_count() else 0
+  if num_tasks < 1:
+    raise ValueError(f"num_tasks must be >= 1; got {num_tasks}")
+  if not 0 <= task_index < num_tasks:
+    raise ValueError(f"task_index must be in [0, {num_tasks - 1}]; got {task_index}")
+  return task_index, num_tasks
+
+
+def split_for_task(items: Sequence[T], task_index: int, num_tasks: int,
+                   cost: Callable[[T], float] | None = None) -> list[T]:
+  """The deterministic share of `items` for one task.
+
+  Without `cost`, items are dealt round-robin (item i goes to task i mod num_tasks). With
+  `cost`, items are assigned greedily, most expensive first, to the least-loaded task (ties to
+  the lowest task index), which balances wall time; the assignment depends only on the items.
+  Every item goes to exactly one task.
+  """
+  if cost is None:
+    return [item for i, item in enumerate(items) if i % num_tasks == task_index]
+  order = sorted(range(len(items)), key=lambda i: (-cost(items[i]), i))
+  load = [0.0] * num_tasks
+  owner = {}
+  for i in order:
+    t = min(range(num_tasks), key=lambda j: (load[j], j))
+    owner[i] = t
+    load[t] += cost(items[i])
+  return [items[i] for i in range(len(items)) if owner[i] == task_index]
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory.
+
+def available_memory_bytes(device=None) -> float:
+  """Memory the seed chunks may use: the accelerator's free memory, or the host's available RAM.
+
+  GPU/TPU: bytes_limit - bytes_in_use from `device.memory_stats()`. CPU: MemAvailable from
+  /proc/meminfo (Linux), else physical pages; falls back to 4 GB when nothing is known.
+  """
+  device = device or jax.local_devices()[0]
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo", encoding="ascii") as fh:
+      for line in fh:
+        if line.startswith("MemAvailable:"):
+          return float(line.split()[1]) * 1024.0
+  except OSError:
+    pass
+  try:
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+  except (ValueError, OSError, AttributeError):
+    return 4.0e9
