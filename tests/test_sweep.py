@@ -1,0 +1,140 @@
+"""The sweep: grid, keys, learning-rate parsing, and the real entry point end to end."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from initjax import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, env_extra=None, timeout=240):
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+def test_tiny_sweep_end_to_end(tmp_path, data_dir):
+  out = tmp_path / "sweep"
+  proc = _run(["--depths=2", "--widths=8", "--steps=20", "--num_seeds=2", "--optimizers=momentum",
+               "--learning_rates=momentum:0.01,momentum:0.1", "--eval_every=10",
+               "--stats_every=10", "--log_every=5", "--stats_batch_size=32",
+               f"--data_dir={data_dir}", f"--output_dir={out}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ("results.csv", "summary.json", "loss_curves.png", "gradient_variance.png"):
+    assert (out / name).stat().st_size > 0, name
+  with open(out / "results.csv", newline="") as fh:
+    rows = list(csv.DictReader(fh))
+  for column in ("init", "depth", "width", "activation", "optimizer", "learning_rate", "seed",
+                 "step", "metric", "layer", "value"):
+    assert column in rows[0]
+  metrics = {r["metric"] for r in rows}
+  assert {"train_loss", "test_loss", "test_accuracy", "var_h", "var_dl_dh", "var_dl_df",
+          "diverged_step", "final_train_loss", "stalled"} <= metrics
+  assert {r["init"] for r in rows} == {"he_normal", "xavier_normal"}
+  assert {float(r["learning_rate"]) for r in rows} == {0.01, 0.1}
+  train_steps = sorted({int(r["step"]) for r in rows if r["metric"] == "train_loss"})
+  assert train_steps == [0, 5, 10, 15, 20]
+  layers = {r["layer"] for r in rows if r["metric"] == "var_dl_dh"}
+  assert layers == {"1", "2"}
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["config"]["steps"] == 20 and summary["config"]["num_seeds"] == 2
+  assert summary["config"]["learning_rates"] == {"momentum": [0.01, 0.1]}
+  assert summary["config"]["output_dir"] == str(out)
+  assert len(summary["summary"]) == 4
+  assert "final loss" in proc.stdout and "group 1 of 1" in proc.stdout
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("optimizers", "nope"),
+    ("learning_rates", "-1"),
+    ("num_seeds", "0"),
+    ("output_dir", "/proc/x"),
+    ("dataset", "cifar"),
+])
+def test_bad_flags_fail_with_one_line(tmp_path, flag, value):
+  out = tmp_path / "never"
+  args = ["--optimizers=momentum", f"--output_dir={out}"]
+  args = [a for a in args if not a.startswith(f"--{flag}=")] + [f"--{flag}={value}"]
+  proc = _run(args, env_extra={"JAX_PLATFORMS": "cpu"}, timeout=60)
+  assert proc.returncode != 0
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert f"--{flag}" in lines[0]
+  assert "Traceback" not in proc.stderr
+  assert not (out / "results.csv").exists()
+  if flag != "output_dir":
+    assert not out.exists()
+
+
+def test_grid_and_groups():
+  config = sweep.SweepConfig(inits=("he_normal", "xavier_normal"), depths=(2, 3),
+                             optimizers=("momentum", "adam"),
+                             learning_rates=(("momentum", (0.01, 0.1)),))
+  points = sweep.expand_grid(config)
+  assert len(points) == 2 * 2 * (2 + 1)
+  ids = [p.point_id for p in points]
+  assert len(set(ids)) == len(ids)
+  assert "he_normal-d2-w100-relu-momentum-lr0.01" in ids
+  assert "xavier_normal-d3-w100-relu-adam-lr0.001" in ids  # adam's default learning rate
+  groups = sweep.group_points(points)
+  assert len(groups) == 4
+  for g in groups:
+    assert len({p.group_key for p in g}) == 1
+  assert [len(g) for g in groups] == [4, 2, 4, 2]
+
+
+def test_keys_are_paired_and_stable():
+  key = jax.random.PRNGKey(0)
+  he = sweep.GridPoint("he_normal", 30, 100, "relu", "momentum", 0.01)
+  xavier = sweep.GridPoint("xavier_normal", 30, 100, "relu", "adam", 0.001)
+  other_depth = sweep.GridPoint("he_normal", 10, 100, "relu", "momentum", 0.01)
+  init_he, data_he = sweep.point_keys(key, he, 3)
+  init_xa, data_xa = sweep.point_keys(key, xavier, 3)
+  init_d10, data_d10 = sweep.point_keys(key, other_depth, 3)
+  np.testing.assert_array_equal(data_he, data_xa)  # same minibatch order for every point
+  np.testing.assert_array_equal(data_he, data_d10)
+  np.testing.assert_array_equal(init_he, init_xa)  # same draws across inits/optimizers
+  assert not np.array_equal(init_he, init_d10)
+  assert len({tuple(np.asarray(k).tolist()) for k in init_he}) == 3  # seeds differ
+  assert len({tuple(np.asarray(k).tolist()) for k in data_he}) == 3
+
+
+def test_parse_learning_rates():
+  opts = ("momentum", "adam")
+  assert sweep.parse_learning_rates([], opts) == ()
+  assert sweep.parse_learning_rates(["momentum:0.01", "adam:1e-3"], opts) == (
+      ("momentum", (0.01,)), ("adam", (0.001,)))
+  assert sweep.parse_learning_rates(["0.1", "adam:0.5"], opts) == (
+      ("momentum", (0.1,)), ("adam", (0.1, 0.5)))
+  for bad in (["-1"], ["momentum:0"], ["nope:0.1"], ["sgd:0.1"], ["momentum:x"]):
+    with pytest.raises(sweep.ConfigError) as e:
+      sweep.parse_learning_rates(bad, opts)
+    assert e.value.field == "learning_rates"
+  config = sweep.SweepConfig()
+  assert config.learning_rates_for("momentum") == (0.01,)
+  assert config.learning_rates_for("adam") == (0.001,)
+
+
+def test_check_config_names_the_field():
+  # The entry point turns ConfigError(field) into a one-line "--field: ..." error.
+  for field, value in (("inits", ("nope",)), ("activations", ("swish9",)), ("num_seeds", 0),
+                       ("loss_threshold", -1.0), ("batch_size", 5000), ("steps", 0),
+                       ("depths", (0,)), ("optimizers", ()), ("dataset", "x")):
+    with pytest.raises(sweep.ConfigError) as e:
+      sweep.check_config(sweep.SweepConfig(**{field: value}))
+    assert e.value.field == field
+  assert sweep.check_config(sweep.SweepConfig()) == sweep.SweepConfig()
