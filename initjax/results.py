@@ -16,11 +16,18 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                              dir=directory)
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
     with os.fdopen(fd, "wb") as fh:
       fh.write(data)
       fh.flush()
