@@ -7,6 +7,20 @@ Trains every grid point (init x depth x width x activation x optimizer x learnin
 loss_curves.png, gradient_variance.png into --output_dir. The science is in `initjax.sweep` and
 `initjax.training`; this file only parses flags.
 
+Past one device:
+  * the seeds (networks) of a compiled group are sharded over the local devices
+    (--num_devices to use fewer; one CPU device per core, or what XLA_FLAGS forces);
+  * --task_index/--num_tasks (default: Slurm's SLURM_ARRAY_TASK_ID/COUNT, or the process of a
+    multi-process JAX job) run one share of the grid; every grid point is written to
+    --output_dir/points as soon as it is trained; a one-task run then merges them (as
+    `python -m experiments.report` does after a split run);
+  * rerunning the same command skips the finished points (an interrupted run loses only the
+    group in progress); finished points computed with other settings are an error, unless
+    --overwrite (recompute every point of the task);
+  * --coordinator_address/--num_processes/--process_id start `jax.distributed` (Slurm with
+    several tasks and Cloud TPU pods are detected without them);
+  * --seed_chunk caps the networks trained per call (default: what fits in memory).
+
 --learning_rates: comma-separated entries OPTIMIZER:LR (for that optimizer; repeat to sweep
 several) or LR (for every optimizer). An optimizer without an entry uses its default
 (momentum 0.01, adam 0.001, sgd/nesterov 0.01, adamw/rmsprop/lamb 0.001, adagrad 0.01), so the
@@ -15,11 +29,13 @@ default run trains momentum at 0.01 and adam at 0.001.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import sys
 
 from absl import flags
 
 from experiments import cli
-from initjax import sweep, training
+from initjax import distributed, sweep, training
 from initjax.optimizers import DEFAULT_LEARNING_RATES
 
 _DEFAULTS = sweep.SweepConfig()
@@ -49,6 +65,18 @@ flags.DEFINE_float("loss_threshold", _DEFAULTS.loss_threshold,
                     "Train loss for 'steps to reach the threshold'.")
 flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
 flags.DEFINE_string("output_dir", "out/sweep", "Where results are written.")
+flags.DEFINE_integer("num_devices", 0, "Local devices to shard the seeds over (0: all).")
+flags.DEFINE_integer("seed_chunk", 0, "Networks trained per call (0: as many as fit in half of "
+                     "the available device memory).")
+flags.DEFINE_integer("task_index", None, "This task's index in [0, --num_tasks) (default: "
+                     "$SLURM_ARRAY_TASK_ID, or the JAX process index, or 0).")
+flags.DEFINE_integer("num_tasks", None, "Tasks the grid is split into (default: "
+                     "$SLURM_ARRAY_TASK_COUNT, or the JAX process count, or 1).")
+flags.DEFINE_bool("overwrite", False, "Recompute this task's finished grid points.")
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for a multi-process "
+                    "JAX job (jax.distributed.initialize).")
+flags.DEFINE_integer("num_processes", None, "Processes of a multi-process JAX job.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process JAX job.")
 
 _INT_FLAGS = ("num_seeds", "steps", "batch_size", "seed", "log_every", "eval_every",
               "stats_every", "stats_batch_size")
@@ -75,15 +103,59 @@ def config_from_flags() -> sweep.SweepConfig:
     raise cli.UsageError(e.field, e.message) from None
 
 
+def devices_and_task() -> tuple[list, int, int]:
+  """Starts jax.distributed when asked (or when the cluster shows a multi-process job), exposes
+  the CPU cores as devices, and returns (devices, task_index, num_tasks)."""
+  cli.check_min("num_devices", FLAGS.num_devices, 0)
+  cli.check_min("seed_chunk", FLAGS.seed_chunk, 0)
+  for name, minimum in (("task_index", 0), ("num_tasks", 1), ("num_processes", 1),
+                        ("process_id", 0)):
+    if getattr(FLAGS, name) is not None:
+      cli.check_min(name, getattr(FLAGS, name), minimum)
+  if FLAGS.task_index is not None and FLAGS.num_tasks is not None:
+    if FLAGS.task_index >= FLAGS.num_tasks:
+      raise cli.UsageError("task_index", f"must be < --num_tasks={FLAGS.num_tasks}; "
+                           f"got {FLAGS.task_index}")
+  distributed.maybe_initialize(FLAGS.coordinator_address or None, FLAGS.num_processes,
+                               FLAGS.process_id)
+  training.use_cpu_cores(FLAGS.num_devices or None)
+  try:
+    devices = distributed.local_devices(FLAGS.num_devices or None)
+  except ValueError as e:
+    raise cli.UsageError("num_devices", str(e)) from None
+  try:
+    task_index, num_tasks = distributed.task_from_env(FLAGS.task_index, FLAGS.num_tasks)
+  except ValueError as e:
+    raise cli.UsageError(str(e).split()[0], str(e)) from None
+  return devices, task_index, num_tasks
+
+
 def main(argv):
   del argv
   config = config_from_flags()
-  output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
-  training.use_cpu_cores()
-  results = sweep.run_sweep(config, log=lambda msg: print(msg, flush=True))
-  paths = sweep.write_outputs(output_dir, config, results)
-  print(sweep.format_summary_table(sweep.summarize(results)))
-  print("wrote " + ", ".join(paths.values()))
+  distributed.raise_on_signals((signal.SIGINT, signal.SIGTERM))
+  log = lambda msg: print(msg, flush=True)
+  output_dir = FLAGS.output_dir
+  try:
+    devices, task_index, num_tasks = devices_and_task()
+    output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
+    sweep.run_task(config, output_dir, task_index, num_tasks, devices=devices,
+                   seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite, log=log)
+    if num_tasks > 1:
+      log(f"task {task_index} of {num_tasks} done; when every task is done: "
+          f"python -m experiments.report --output_dir={output_dir}")
+      return
+    distributed.check_interrupted()
+    status = sweep.report(output_dir, config, out=log)
+  except sweep.ConfigError as e:
+    raise cli.UsageError(e.field, e.message) from None
+  except KeyboardInterrupt as e:
+    signum = getattr(e, "signum", signal.SIGINT)
+    sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "
+                     f"are in {output_dir}/points; rerun the same command to compute the rest\n")
+    raise SystemExit(128 + signum) from None
+  if status:
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

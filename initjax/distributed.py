@@ -3,11 +3,15 @@
 Nothing here schedules anything: JAX's own sharding (a 1-D `Mesh` over the seed axis and
 `shard_map`) spreads seeds over the local devices, `jax.distributed.initialize` joins hosts,
 and a batch system (Slurm array jobs, or `scripts/run_local.sh`) runs one process per task.
+`raise_on_signals`/`check_interrupted` turn SIGINT/SIGTERM into a stop between units of work,
+and `chunk_size` sizes the seed chunks from the available memory.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 from typing import Callable, Sequence, TypeVar
 
 import jax
@@ -64,6 +68,7 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
   With explicit arguments they are passed through. Without, JAX's own cluster detection (Slurm
   with more than one task, Cloud TPU pods, MPI) is used when the environment shows a multi-process
   job: `SLURM_NTASKS` > 1 or `JAX_COORDINATOR_ADDRESS` set. Returns True when initialized.
+  Call it before anything that starts JAX's backends (computations, `jax.devices()`).
   """
   explicit = coordinator_address or (num_processes and num_processes > 1)
   detected = (int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
@@ -78,9 +83,10 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
   if process_id is not None and process_id >= 0:
     kwargs["process_id"] = process_id
   jax.distributed.initialize(**kwargs)
-  log.info("jax.distributed initialized: process %d of %d, %d local / %d global devices",
-           jax.process_index(), jax.process_count(), jax.local_device_count(),
-           jax.device_count())
+  # Logged without asking for devices: that would start the backends, and the CPU device count
+  # (`training.use_cpu_cores`) can only be set before they start.
+  log.info("jax.distributed initialized (%s)", ", ".join(f"{k}={v}" for k, v in kwargs.items())
+           or "detected from the cluster environment")
   return True
 
 
@@ -132,6 +138,48 @@ def split_for_task(items: Sequence[T], task_index: int, num_tasks: int,
   return [items[i] for i in range(len(items)) if owner[i] == task_index]
 
 
+class Interrupted(KeyboardInterrupt):
+  """Raised by `check_interrupted` after SIGINT or SIGTERM (see `raise_on_signals`)."""
+
+  def __init__(self, signum: int):
+    super().__init__(f"interrupted by {signal.Signals(signum).name}")
+    self.signum = signum
+
+
+_SIGNAL = {"signum": None}  # the first SIGINT/SIGTERM received, once `raise_on_signals` is on
+
+
+def _note_signal(signum, frame):
+  del frame
+  if _SIGNAL["signum"] is not None:  # a second signal: stop at once
+    raise Interrupted(signum)
+  _SIGNAL["signum"] = signum
+  # os.write, not print: the main thread may be inside a write to sys.stderr.
+  os.write(2, f"{signal.Signals(signum).name}: stopping once the work in progress is saved "
+              "(send it again to stop at once)\n".encode())
+
+
+def raise_on_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+  """SIGINT (Ctrl-C) and SIGTERM (a batch system's time limit, `scancel`, `kill`) stop the
+  program at the next `check_interrupted()`, which raises `Interrupted` (a KeyboardInterrupt);
+  a second signal raises at once.
+
+  Noting the signal rather than raising in the handler keeps the exception where the program
+  can act on it: Python runs a handler between any two bytecodes of the main thread, also
+  inside garbage-collection callbacks and __del__ methods, which swallow exceptions; and a
+  computation running in XLA finishes first anyway. Callers check between units of work, never
+  in the middle of writing a file.
+  """
+  for signum in signums:
+    signal.signal(signum, _note_signal)
+
+
+def check_interrupted() -> None:
+  """Raises `Interrupted` if a signal installed by `raise_on_signals` has arrived."""
+  if _SIGNAL["signum"] is not None:
+    raise Interrupted(_SIGNAL["signum"])
+
+
 # ------------------------------------------------------------------------------------------------
 # Memory.
 
@@ -160,3 +208,21 @@ def available_memory_bytes(device=None) -> float:
     return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
   except (ValueError, OSError, AttributeError):
     return 4.0e9
+
+
+def chunk_size(num_networks: int, bytes_per_network: float, devices: Sequence,
+               available_bytes: float | None = None, fraction: float = 0.5) -> int:
+  """Networks to train per call so that they fit in `fraction` of the available memory.
+
+  Accelerators each hold their share of a call (available = per-device free memory x devices);
+  CPU devices share the host's RAM (available = MemAvailable). The result is a multiple of the
+  device count, at least one network per device, and at most `num_networks` rounded up to it.
+  """
+  n = len(devices)
+  if available_bytes is None:
+    available_bytes = available_memory_bytes(devices[0])
+    if devices[0].platform != "cpu":
+      available_bytes *= n
+  fits = max(1, int(available_bytes * fraction // max(bytes_per_network, 1.0)))
+  size = min(fits, num_networks)
+  return max(n, n * math.floor(size / n)) if size < num_networks else size + (-size % n)

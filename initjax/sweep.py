@@ -9,8 +9,13 @@ point) without changing the science:
                     and optimizer; initializers, learning rates and seeds are data on its
                     vmapped axis)
   `run_group`       trains one group -> {point_id: PointResult} (tidy rows + summary numbers)
+  `task_points`     a batch task's share of the grid (`work_units` balanced over the tasks)
+  `run_task`        runs one task's unfinished points, writing each point's files as it finishes
+                    (points/<point_id>.csv, then points/<point_id>.json, which marks it done)
+  `load_results`    the finished points of a sweep directory, read back from those files
   `summarize`       the summary table, one row per grid point
   `write_outputs`   results.csv, summary.json, loss_curves.png, gradient_variance.png
+  `write_report`    load_results + write_outputs (`experiments.report`; a one-task run too)
 
 Randomness (paired comparisons): from `--seed` and only the parameters that should matter,
   * initial weights of seed index i: (seed, depth, width, activation, i), so every initializer,
@@ -18,15 +23,26 @@ Randomness (paired comparisons): from `--seed` and only the parameters that shou
     normals, get weights that differ only by a constant factor);
   * minibatch order of seed index i: (seed, i), the same for every grid point;
   * teacher-student data: (seed).
-A grid point's results therefore do not depend on which other points are in the sweep.
+A grid point's results therefore do not depend on which other points are in the sweep, nor on
+which points share its compiled program, its task, its devices or its seed chunk (they agree to
+float tolerance: only XLA's batching of the vmapped axis differs).
+
+Files under --output_dir: sweep_config.json (the last run's SweepConfig), points/<id>.csv (a
+point's tidy rows) and points/<id>.json (its summary, its configuration and their fingerprint),
+and the merged results.csv, summary.json and figures. A point's configuration is its grid
+parameters plus the settings that change its numbers (`POINT_SETTINGS`), so adding depths or
+inits to a sweep reuses the points already computed.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
+import sys
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -36,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initjax import data as data_lib
-from initjax import training
+from initjax import distributed, training
 from initjax.activations import activation_names
 from initjax.initializers import initializer_names
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
@@ -89,6 +105,15 @@ class SweepConfig:
     d = dataclasses.asdict(self)
     d["learning_rates"] = {o: list(self.learning_rates_for(o)) for o in self.optimizers}
     return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
+    """The inverse of `to_dict` (unknown keys are ignored)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    kwargs["learning_rates"] = tuple((o, tuple(float(lr) for lr in lrs))
+                                     for o, lrs in dict(d.get("learning_rates") or {}).items())
+    return cls(**kwargs)
 
 
 def _check_names(field: str, values: Sequence[str], allowed: Sequence[str]) -> None:
@@ -347,14 +372,18 @@ def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[
 
 
 def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepConfig,
-              key: jax.Array) -> dict[str, PointResult]:
+              key: jax.Array, devices: Sequence[Any] | None = None,
+              chunk: int | None = None) -> dict[str, PointResult]:
   """Trains every seed of every point of one group in one vmapped, jit-compiled program.
 
   Args:
-    points: grid points sharing depth, width, activation and optimizer (`group_points`).
+    points: grid points sharing depth, width, activation and optimizer (`group_points`); any
+      subset of a group gives the same per-point results.
     data: a data dict (`initjax.data`).
     config: the sweep config.
     key: the sweep's root key, PRNGKey(config.seed).
+    devices: the devices the networks are sharded over (default: all local devices).
+    chunk: networks per call (default: all at once); see `training.run_networks`.
   """
   if len({p.group_key for p in points}) != 1:
     raise ValueError("run_group needs points with one depth, width, activation and optimizer")
@@ -364,6 +393,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
   input_dim = int(data["x_train"].shape[1])
   params, data_keys, lrs = [], [], []
   for p in points:
+    distributed.check_interrupted()
     init_keys, keys = point_keys(key, p, config.num_seeds)
     params.append(training.init_networks(init_keys, p.init, input_dim=input_dim, width=p.width,
                                          depth=p.depth, output_dim=data["output_dim"]))
@@ -371,7 +401,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
   out = training.run_networks(params_B, jnp.concatenate(data_keys), jnp.concatenate(lrs),
-                              data_lib.device_arrays(data), spec)
+                              data_lib.device_arrays(data), spec, devices=devices, chunk=chunk)
   eval_at, stats_at = training.eval_steps(spec), training.stats_steps(spec)
   results = {}
   for i, p in enumerate(points):
@@ -391,16 +421,17 @@ def group_cost(points: Sequence[GridPoint], config: SweepConfig) -> float:
 
 
 def run_sweep(config: SweepConfig, log: Callable[[str], None] = print) -> dict[str, PointResult]:
-  """Runs every group of the grid, logging progress; returns {point_id: PointResult}."""
+  """Runs every group of the grid in this process, logging progress; returns {point_id:
+  PointResult} and writes nothing (`run_task` is the resumable, file-per-point path)."""
   check_config(config)
   start = time.time()
   data = load_data(config)
-  data = {**data, **training.replicate(data_lib.device_arrays(data))}
+  data = {**data, **training.replicate(data_lib.device_arrays(data), jax.local_devices())}
   points = expand_grid(config)
   groups = group_points(points)
   costs = [group_cost(g, config) for g in groups]
   log(f"{len(points)} grid points x {config.num_seeds} seeds in {len(groups)} compiled groups "
-      f"on {len(jax.devices())} device(s); data {config.dataset} loaded in "
+      f"on {jax.local_device_count()} device(s); data {config.dataset} loaded in "
       f"{time.time() - start:.1f} s")
   key = jax.random.PRNGKey(config.seed)
   results: dict[str, PointResult] = {}
@@ -416,6 +447,337 @@ def run_sweep(config: SweepConfig, log: Callable[[str], None] = print) -> dict[s
         f"{p.optimizer}; {len(group)} grid points x {config.num_seeds} seeds) took "
         f"{time.time() - t0:.1f} s; elapsed {elapsed:.1f} s, remaining about {remaining:.0f} s")
   return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch tasks: splitting the grid, per-point files, resuming.
+
+POINTS_DIR = "points"
+SWEEP_CONFIG_FILE = "sweep_config.json"
+# The settings that change a grid point's numbers (with its grid parameters): a finished point
+# whose stored values differ was computed by another sweep. (data_dir only says where the data
+# is cached; the grid lists only say which other points exist.)
+POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_every",
+                  "eval_every", "stats_every", "stats_batch_size", "loss_threshold")
+
+
+def work_units(config: SweepConfig, num_tasks: int) -> list[tuple[GridPoint, ...]]:
+  """The grid cut into work units for `num_tasks` batch tasks, in grid order.
+
+  A unit is a whole compile group, or a contiguous piece of one: a group that is a fraction f of
+  the total cost is cut into ceil(num_tasks x f) pieces (at most one per grid point). Groups
+  are kept whole when there are enough of them to keep every task busy (one compilation per
+  group); big groups are cut when there are not, so no task idles while another trains a
+  group that is most of the sweep (each piece costs one more compilation of that group).
+  """
+  groups = group_points(expand_grid(config))
+  costs = [group_cost(g, config) for g in groups]
+  total = sum(costs)
+  units = []
+  for group, cost in zip(groups, costs):
+    pieces = min(len(group), max(1, -(-num_tasks * cost // total)))
+    for idx in np.array_split(np.arange(len(group)), pieces):
+      units.append(tuple(group[i] for i in idx))
+  return units
+
+
+def task_points(config: SweepConfig, task_index: int,
+                num_tasks: int) -> list[list[GridPoint]]:
+  """Task `task_index`'s share of the grid, grouped by compiled program, in grid order.
+
+  The `work_units` are dealt to the tasks by `distributed.split_for_task` with their cost
+  (longest first, to the least-loaded task): deterministic, every point in exactly one task.
+  A task trains all of its points of one group together (one compilation per group per task).
+  """
+  units = distributed.split_for_task(work_units(config, num_tasks), task_index, num_tasks,
+                                     cost=lambda unit: group_cost(unit, config))
+  mine = {p.point_id for unit in units for p in unit}
+  return group_points([p for p in expand_grid(config) if p.point_id in mine])
+
+
+def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
+  """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`."""
+  return {**dataclasses.asdict(point), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+
+
+def fingerprint(point_cfg: dict[str, Any]) -> str:
+  """A short hash of a point's configuration (canonical JSON)."""
+  text = json.dumps(point_cfg, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def point_paths(output_dir: str, point_id: str) -> tuple[str, str]:
+  """(points/<point_id>.csv, points/<point_id>.json) under output_dir."""
+  base = os.path.join(output_dir, POINTS_DIR, point_id)
+  return base + ".csv", base + ".json"
+
+
+def write_point(output_dir: str, config: SweepConfig, result: PointResult) -> None:
+  """Writes a finished point: its tidy rows (CSV) first, its JSON last (it marks completion).
+
+  Each file is written atomically (a temporary file renamed into place), so an interrupted
+  write leaves the point unfinished, never a partial file under a final name.
+  """
+  csv_path, json_path = point_paths(output_dir, result.point.point_id)
+  os.makedirs(os.path.dirname(csv_path), exist_ok=True)
+  cfg = point_config(config, result.point)
+  atomic_write_csv(csv_path, result.rows, CSV_COLUMNS)
+  atomic_write_json(json_path, {"point_id": result.point.point_id,
+                                "fingerprint": fingerprint(cfg), "config": cfg,
+                                "summary": result.summary})
+
+
+def read_point_json(output_dir: str, point_id: str) -> dict[str, Any] | None:
+  """A point's JSON, or None when it is missing or unreadable, or its CSV is missing."""
+  csv_path, json_path = point_paths(output_dir, point_id)
+  try:
+    with open(json_path, encoding="utf-8") as fh:
+      stored = json.load(fh)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(stored, dict) or not os.path.exists(csv_path):
+    return None
+  return stored
+
+
+def config_difference(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
+  """{setting: (stored value, current value)} for every setting that differs."""
+  stored = stored if isinstance(stored, dict) else {}
+  return {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
+
+
+def point_state(output_dir: str, config: SweepConfig,
+                point: GridPoint) -> tuple[str, dict[str, tuple]]:
+  """("done", {}), ("missing", {}) or ("differs", config_difference) for one grid point."""
+  stored = read_point_json(output_dir, point.point_id)
+  if stored is None:
+    return "missing", {}
+  current = point_config(config, point)
+  if stored.get("fingerprint") == fingerprint(current):
+    return "done", {}
+  return "differs", config_difference(stored.get("config"), current) or {
+      "fingerprint": (stored.get("fingerprint"), fingerprint(current))}
+
+
+def describe_difference(diff: dict[str, tuple]) -> str:
+  return ", ".join(f"{k} {a!r} (now {b!r})" if isinstance(a, str) or isinstance(b, str)
+                   else f"{k} {a} (now {b})" for k, (a, b) in diff.items())
+
+
+def remove_stale_temp_files(directory: str, names: Sequence[str]) -> int:
+  """Deletes the temporary files that `initjax.results`' atomic writers left for `names` (only a
+  SIGKILL leaves them: .<name>.<random>.tmp); returns how many."""
+  prefixes = tuple(f".{name}." for name in names)
+  removed = 0
+  try:
+    entries = os.listdir(directory)
+  except OSError:
+    return 0
+  for entry in entries:
+    if entry.startswith(prefixes) and entry.endswith(".tmp"):
+      try:
+        os.unlink(os.path.join(directory, entry))
+        removed += 1
+      except OSError:
+        pass
+  return removed
+
+
+def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -> float:
+  """A generous estimate of the device memory one network needs while training (float32):
+  parameters, gradients, optimizer state and update; a step's activations and their gradients;
+  the per-layer statistics; the test-set evaluation; the epoch permutation; the records; x2."""
+  d_in, out, w, k = int(data["x_train"].shape[1]), int(data["output_dim"]), point.width, point.depth
+  n_params = d_in * w + w + (k - 1) * (w * w + w) + w * out + out
+  n_train, n_test = int(data["x_train"].shape[0]), int(data["x_test"].shape[0])
+  n_stats = len(range(0, config.steps + 1, config.stats_every)) + 1
+  floats = (6 * n_params + 4 * config.batch_size * w * k + 6 * config.stats_batch_size * w * k
+            + 3 * n_test * max(w, out) + 4 * n_train + (config.steps + 1) + 3 * n_stats * k)
+  return 2.0 * 4 * floats
+
+
+def group_chunk(points: Sequence[GridPoint], config: SweepConfig, data: dict[str, Any],
+                devices: Sequence[Any], seed_chunk: int = 0) -> int:
+  """Networks per call for a group: `seed_chunk` when given (rounded up to a multiple of the
+  device count), else as many as fit in half the available memory (`distributed.chunk_size`)."""
+  b, n = len(points) * config.num_seeds, len(devices)
+  if seed_chunk:
+    size = min(seed_chunk, b)
+    return size + (-size % n)
+  return distributed.chunk_size(b, network_bytes(points[0], config, data), devices)
+
+
+def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_tasks: int = 1,
+             *, devices: Sequence[Any] | None = None, seed_chunk: int = 0,
+             overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, int]:
+  """Runs task `task_index` of `num_tasks`: its unfinished grid points, group by group, each
+  point written by `write_point` as soon as its group is trained.
+
+  SIGINT/SIGTERM (with `distributed.raise_on_signals`) stop it once the group in progress is
+  trained and saved (or before, while its networks are initialized): every file written is
+  complete, and the rerun computes the rest.
+
+  Finished points (their JSON holds this config's fingerprint) are skipped; a finished point
+  computed with other settings is a ConfigError naming the first setting that differs, unless
+  `overwrite` (which recomputes every point of the task). Temporary files a SIGKILL left for the
+  task's points are deleted first. Nothing is written when the check fails.
+
+  Returns:
+    {"points": the task's grid points, "skipped": finished before, "computed": trained now}.
+  """
+  check_config(config)
+  start = time.time()
+  devices = list(devices or jax.local_devices())
+  groups = task_points(config, task_index, num_tasks)
+  mine = [p for g in groups for p in g]
+  points_dir = os.path.join(output_dir, POINTS_DIR)
+  os.makedirs(points_dir, exist_ok=True)
+  stale = remove_stale_temp_files(points_dir, [f"{p.point_id}.{ext}" for p in mine
+                                               for ext in ("csv", "json")])
+  if stale:
+    log(f"removed {stale} temporary file(s) that an earlier killed run left in {points_dir}")
+  done = set()
+  if not overwrite:
+    states = {p.point_id: point_state(output_dir, config, p) for p in mine}
+    differ = {pid: diff for pid, (state, diff) in states.items() if state == "differs"}
+    if differ:
+      first, diff = next(iter(differ.items()))
+      field = next(iter(diff))
+      raise ConfigError(field if field in POINT_SETTINGS else "overwrite", (
+          f"{len(differ)} finished point(s) under {points_dir} were computed with other "
+          f"settings: {describe_difference(diff)} (e.g. {first}); rerun with their settings, "
+          "pass --overwrite to recompute them, or use another --output_dir"))
+    done = {pid for pid, (state, _) in states.items() if state == "done"}
+  atomic_write_json(os.path.join(output_dir, SWEEP_CONFIG_FILE), config.to_dict())
+  total = len(expand_grid(config))
+  log(f"task {task_index} of {num_tasks}: {len(mine)} of {total} grid points in {len(groups)} "
+      f"compiled groups, {config.num_seeds} seeds each, on {len(devices)} "
+      f"{devices[0].platform} device(s)")
+  if done:
+    log(f"skipping {len(done)} finished points")
+  todo = [g for g in ([p for p in group if p.point_id not in done] for group in groups) if g]
+  if not todo:
+    return {"points": len(mine), "skipped": len(done), "computed": 0}
+  distributed.check_interrupted()
+  data = load_data(config)
+  data = {**data, **training.replicate(data_lib.device_arrays(data), devices)}
+  key = jax.random.PRNGKey(config.seed)
+  costs = [group_cost(g, config) for g in todo]
+  done_cost = 0.0
+  for i, group in enumerate(todo):
+    t0 = time.time()
+    chunk = group_chunk(group, config, data, devices, seed_chunk)
+    for result in run_group(group, data, config, key, devices, chunk).values():
+      write_point(output_dir, config, result)
+    done_cost += costs[i]
+    elapsed = time.time() - start
+    p, b = group[0], len(group) * config.num_seeds
+    log(f"group {i + 1} of {len(todo)} (depth {p.depth}, width {p.width}, {p.activation}, "
+        f"{p.optimizer}; {len(group)} grid points x {config.num_seeds} seeds, "
+        f"{-(-b // chunk)} chunk(s) of {min(chunk, b)} networks) took {time.time() - t0:.1f} s; "
+        f"elapsed {elapsed:.1f} s, remaining about "
+        f"{elapsed * (sum(costs) - done_cost) / done_cost:.0f} s")
+    distributed.check_interrupted()  # the group is saved: stop here if asked to
+  return {"points": len(mine), "skipped": len(done), "computed": sum(len(g) for g in todo)}
+
+
+def load_sweep_config(output_dir: str) -> SweepConfig:
+  """The SweepConfig of the last sweep run into output_dir (its sweep_config.json).
+
+  Raises:
+    ValueError: there is none, or it cannot be read.
+  """
+  path = os.path.join(output_dir, SWEEP_CONFIG_FILE)
+  try:
+    with open(path, encoding="utf-8") as fh:
+      return check_config(SweepConfig.from_dict(json.load(fh)))
+  except FileNotFoundError:
+    raise ValueError(f"no {SWEEP_CONFIG_FILE} in {output_dir!r}: run experiments.sweep with "
+                     "this --output_dir first") from None
+  except (OSError, ValueError, TypeError, ConfigError) as e:
+    raise ValueError(f"cannot read {path}: {e}") from None
+
+
+_INT_COLUMNS = ("depth", "width", "seed", "step", "layer")
+
+
+def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
+  """A tidy row read back from CSV, typed as `point_rows` made it (so it writes back the same)."""
+  row: dict[str, Any] = dict(raw)
+  for c in _INT_COLUMNS:
+    row[c] = int(raw[c]) if raw[c] != "" else None
+  row["learning_rate"] = float(raw["learning_rate"])
+  if raw["metric"] == "diverged_step":
+    row["value"] = int(raw["value"])
+  else:
+    row["value"] = float(raw["value"]) if raw["value"] != "" else float("nan")
+  return row
+
+
+def records_from_rows(rows: Sequence[dict[str, Any]], point: GridPoint, config: SweepConfig,
+                      eval_at: np.ndarray, stats_at: np.ndarray,
+                      task: str) -> dict[str, np.ndarray]:
+  """The records (as `run_group` returns them) that the tidy rows keep: train_loss at the logged
+  steps (NaN at the others), test metrics, per-layer statistics, diverged_step."""
+  n, k = config.num_seeds, point.depth
+  nan = lambda *shape: np.full(shape, np.nan, np.float32)
+  records = {"train_loss": nan(n, config.steps + 1), "test_loss": nan(n, len(eval_at)),
+             "stats_loss": nan(n, len(stats_at)), "var_h": nan(n, len(stats_at), k),
+             "var_dl_dh": nan(n, len(stats_at), k), "var_dl_df": nan(n, len(stats_at), k),
+             "diverged_step": np.full((n,), -1, np.int32)}
+  if task == "classification":
+    records["test_accuracy"] = nan(n, len(eval_at))
+  eval_slot = {int(s): j for j, s in enumerate(eval_at)}
+  stats_slot = {int(s): j for j, s in enumerate(stats_at)}
+  for r in rows:
+    metric, s, v = r["metric"], r["seed"], r["value"]
+    if metric == "train_loss":
+      records["train_loss"][s, r["step"]] = v
+    elif metric in ("test_loss", "test_accuracy"):
+      records[metric][s, eval_slot[r["step"]]] = v
+    elif metric == "stats_loss":
+      records[metric][s, stats_slot[r["step"]]] = v
+    elif metric in ("var_h", "var_dl_dh"):
+      records[metric][s, stats_slot[r["step"]], r["layer"] - 1] = v
+    elif metric == "var_dl_df":
+      records[metric][s, stats_slot[r["step"]], r["layer"]] = v
+    elif metric == "diverged_step":
+      records[metric][s] = v
+  return records
+
+
+def load_point(output_dir: str, config: SweepConfig, point: GridPoint) -> PointResult:
+  """A finished point read back from its files (rows typed as computed; records for figures)."""
+  csv_path, json_path = point_paths(output_dir, point.point_id)
+  with open(json_path, encoding="utf-8") as fh:
+    summary = json.load(fh)["summary"]
+  for name in ("median_final_train_loss", "test_accuracy_mean", "test_accuracy_std"):
+    if name in summary and summary[name] is None:  # JSON keeps NaN as null
+      summary[name] = float("nan")
+  with open(csv_path, newline="", encoding="utf-8") as fh:
+    rows = [_parse_row(raw) for raw in csv.DictReader(fh)]
+  task = data_lib.dataset_info(config.dataset)["task"]
+  spec = train_spec(config, point.activation, point.optimizer, task)
+  eval_at, stats_at = training.eval_steps(spec), training.stats_steps(spec)
+  return PointResult(point=point, records=records_from_rows(rows, point, config, eval_at,
+                                                            stats_at, task),
+                     eval_steps=eval_at, stats_steps=stats_at, rows=rows, summary=summary)
+
+
+def load_results(output_dir: str, config: SweepConfig
+                 ) -> tuple[dict[str, PointResult], dict[str, str]]:
+  """The finished grid points under output_dir, in grid order, and {point_id: why} for the
+  others ("not finished", or the settings it was computed with that differ from `config`)."""
+  results, missing = {}, {}
+  for point in expand_grid(config):
+    distributed.check_interrupted()
+    state, diff = point_state(output_dir, config, point)
+    if state == "done":
+      results[point.point_id] = load_point(output_dir, config, point)
+    else:
+      missing[point.point_id] = ("not finished" if state == "missing" else
+                                 f"computed with {describe_difference(diff)}")
+  return results, missing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,20 +909,29 @@ def plot_gradient_variance(results: dict[str, PointResult]):
   return plt, fig
 
 
-def write_outputs(output_dir: str, config: SweepConfig,
-                  results: dict[str, PointResult]) -> dict[str, str]:
+OUTPUT_FILES = ("results.csv", "summary.json", "loss_curves.png", "gradient_variance.png")
+
+
+def write_outputs(output_dir: str, config: SweepConfig, results: dict[str, PointResult],
+                  missing: Sequence[str] = ()) -> dict[str, str]:
   """Writes results.csv (tidy), summary.json (config + summary table + definitions) and the two
-  figures into output_dir, each atomically. Returns {name: path}."""
+  figures into output_dir, each atomically. Returns {name: path}.
+
+  `results` come from `run_sweep`/`run_group` or from `load_results`; `missing` (grid points
+  left out of a partial report) is listed in summary.json as missing_points when not empty.
+  """
   info = data_lib.dataset_info(config.dataset)
   task, num_classes = info["task"], info["num_classes"]
-  paths = {name: os.path.join(output_dir, name) for name in (
-      "results.csv", "summary.json", "loss_curves.png", "gradient_variance.png")}
+  remove_stale_temp_files(output_dir, OUTPUT_FILES)
+  paths = {name: os.path.join(output_dir, name) for name in OUTPUT_FILES}
   atomic_write_csv(paths["results.csv"], (row for r in results.values() for row in r.rows),
                    CSV_COLUMNS)
-  atomic_write_json(paths["summary.json"], {
-      "config": {**config.to_dict(), "output_dir": output_dir},
-      "task": task, "num_classes": num_classes,
-      "definitions": definitions(config), "summary": summarize(results)})
+  summary = {"config": {**config.to_dict(), "output_dir": output_dir},
+             "task": task, "num_classes": num_classes,
+             "definitions": definitions(config), "summary": summarize(results)}
+  if missing:
+    summary["missing_points"] = list(missing)
+  atomic_write_json(paths["summary.json"], summary)
   if results:
     for name, (plt, fig) in (("loss_curves.png", plot_loss_curves(results, config, task,
                                                                   num_classes)),
@@ -568,3 +939,49 @@ def write_outputs(output_dir: str, config: SweepConfig,
       atomic_savefig(fig, paths[name], dpi=110)
       plt.close(fig)
   return paths
+
+
+def write_report(output_dir: str, config: SweepConfig | None = None, allow_partial: bool = False
+                 ) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str]]:
+  """Merges the per-point files under output_dir into results.csv, summary.json and the figures
+  (`load_results` + `write_outputs`); config defaults to the directory's sweep_config.json.
+
+  Returns (paths, summary table, missing {point_id: why}); writes nothing and returns no paths
+  when points are missing, unless `allow_partial`.
+  """
+  config = config or load_sweep_config(output_dir)
+  results, missing = load_results(output_dir, config)
+  if missing and not allow_partial:
+    return {}, summarize(results), missing
+  return write_outputs(output_dir, config, results, list(missing)), summarize(results), missing
+
+
+def describe_missing(missing: dict[str, str], output_dir: str, num_points: int) -> str:
+  """What a report says about missing points: a line, then one line per point."""
+  head = (f"{len(missing)} of {num_points} grid points have no finished results under "
+          f"{os.path.join(output_dir, POINTS_DIR)} (rerun the sweep's command, or its tasks, to "
+          "compute them; --allow_partial reports without them):")
+  return "\n".join([head] + [f"  {pid}: {why}" for pid, why in missing.items()])
+
+
+def report(output_dir: str, config: SweepConfig | None = None, allow_partial: bool = False,
+           out: Callable[[str], None] = print,
+           err: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
+           ) -> int:
+  """`write_report`, then prints the summary table and the files written (`out`) or lists the
+  missing points (`err`). Returns the exit status: 1 when points are missing (and not
+  `allow_partial`), else 0.
+
+  Raises:
+    ValueError: output_dir has no readable sweep_config.json.
+  """
+  config = config or load_sweep_config(output_dir)
+  paths, table, missing = write_report(output_dir, config, allow_partial)
+  if missing:
+    message = describe_missing(missing, output_dir, len(expand_grid(config)))
+    err(("warning: " if allow_partial else "error: ") + message)
+    if not allow_partial:
+      return 1
+  out(format_summary_table(table))
+  out("wrote " + ", ".join(paths.values()))
+  return 0

@@ -41,6 +41,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 from typing import Any, Sequence
 
 import jax
@@ -301,22 +302,36 @@ def train_networks(params_B: Params, data_keys_B: jax.Array, learning_rates_B: j
       params_B, data_keys_B, learning_rates_B)
 
 
+def forced_cpu_device_count() -> int | None:
+  """The CPU device count that XLA_FLAGS forces (--xla_force_host_platform_device_count=N)."""
+  found = re.findall(r"--xla_force_host_platform_device_count=(\d+)",
+                     os.environ.get("XLA_FLAGS", ""))
+  return int(found[-1]) if found else None
+
+
 def use_cpu_cores(num_devices: int | None = None) -> int:
-  """Exposes the host CPU as `num_devices` XLA devices (default: one per core).
+  """Exposes the host CPU as `num_devices` XLA devices (default: one per core this process may
+  run on, e.g. Slurm's --cpus-per-task).
 
   XLA runs one program on one CPU core; with one device per core `run_networks` shards the
   network axis so that every core trains its share. Must be called before any JAX computation
-  (JAX fixes the device count when its backend starts); afterwards it changes nothing.
+  (JAX fixes the device count when its backend starts); afterwards it changes nothing. When
+  XLA_FLAGS already forces a device count (`--xla_force_host_platform_device_count=N`, as the
+  tests do), that count is kept: pick among those devices with `distributed.local_devices`.
+  Only the CPU backend is affected; GPUs and TPUs stay as they are.
 
   Returns:
     The number of devices JAX will use.
   """
-  n = num_devices or os.cpu_count() or 1
-  try:
-    jax.config.update("jax_num_cpu_devices", int(n))
-  except RuntimeError:  # backend already initialized: keep what it has
-    pass
-  return len(jax.devices())
+  if forced_cpu_device_count() is None:
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())
+    n = num_devices or cores or 1
+    try:
+      jax.config.update("jax_num_cpu_devices", int(n))
+    except RuntimeError:  # backend already initialized: keep what it has
+      pass
+  return len(jax.local_devices())
 
 
 def pad_networks(tree: Any, multiple: int) -> tuple[Any, int]:
@@ -331,29 +346,49 @@ def pad_networks(tree: Any, multiple: int) -> tuple[Any, int]:
 
 
 def replicate(data: dict[str, jax.Array], devices: Sequence[Any] | None = None) -> dict:
-  """Places the data arrays on every device once (a no-op when they are already there)."""
-  mesh = Mesh(np.array(devices or jax.devices()), ("networks",))
+  """Places the data arrays on every device once (a no-op when they are already there); default:
+  all local devices (in a multi-process job each process computes on its own devices)."""
+  mesh = Mesh(np.array(devices or jax.local_devices()), ("networks",))
   return jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
 
 
 def run_networks(params_B: Params, data_keys_B: jax.Array, learning_rates_B: jax.Array,
                  data: dict[str, jax.Array], spec: TrainSpec,
-                 devices: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
-  """`train_networks` with the network axis sharded over `devices` (default all), returned as
-  NumPy arrays with leading axis B.
+                 devices: Sequence[Any] | None = None,
+                 chunk: int | None = None) -> dict[str, np.ndarray]:
+  """`train_networks` with the network axis sharded over `devices` (default all local devices),
+  returned as NumPy arrays with leading axis B.
 
-  B is padded to a multiple of the device count (the padding networks are dropped); the data
-  is replicated on every device.
+  With `chunk` (networks per call) smaller than B, the networks are trained `chunk` at a time:
+  every call has the same shape (the last chunk is padded), so one compiled program serves all
+  chunks, and each network's results are those of the unchunked call (networks never interact).
+  B (or the chunk) is padded to a multiple of the device count by repeating the last network
+  (the padding networks are dropped); the data is replicated on every device.
   """
-  devices = list(devices or jax.devices())
+  devices = list(devices or jax.local_devices())
+  lrs_B = jnp.asarray(learning_rates_B, jnp.float32)
+  b = lrs_B.shape[0]
+  size = min(chunk or b, b)
+  size += -size % len(devices)
+  if size >= b:
+    return _run_sharded(params_B, data_keys_B, lrs_B, data, spec, devices)
+  outs = []
+  for start in range(0, b, size):
+    part = jax.tree.map(lambda a, s=start: a[s:s + size], (params_B, data_keys_B, lrs_B))
+    outs.append(_run_sharded(*pad_networks(part, size)[0], data, spec, devices))
+  return {k: np.concatenate([o[k] for o in outs])[:b] for k in outs[0]}
+
+
+def _run_sharded(params_B: Params, data_keys_B: jax.Array, lrs_B: jax.Array,
+                 data: dict[str, jax.Array], spec: TrainSpec,
+                 devices: list[Any]) -> dict[str, np.ndarray]:
   if len(devices) == 1:
-    out = train_networks(params_B, data_keys_B, jnp.asarray(learning_rates_B, jnp.float32),
-                         data, spec)
+    with jax.default_device(devices[0]):
+      out = train_networks(params_B, data_keys_B, lrs_B, data, spec)
     return {k: np.asarray(v) for k, v in out.items()}
   mesh = Mesh(np.array(devices), ("networks",))
   by_network = NamedSharding(mesh, PartitionSpec("networks"))
-  (params_B, keys_B, lrs_B), b = pad_networks(
-      (params_B, data_keys_B, jnp.asarray(learning_rates_B, jnp.float32)), len(devices))
+  (params_B, keys_B, lrs_B), b = pad_networks((params_B, data_keys_B, lrs_B), len(devices))
   out = train_networks(jax.device_put(params_B, by_network), jax.device_put(keys_B, by_network),
                        jax.device_put(lrs_B, by_network), replicate(data, devices), spec)
   return {k: np.asarray(v)[:b] for k, v in out.items()}

@@ -1,5 +1,6 @@
 """The sweep: grid, keys, learning-rate parsing, and the real entry point end to end."""
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from initjax import sweep
+from initjax import distributed, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,3 +139,84 @@ def test_check_config_names_the_field():
       sweep.check_config(sweep.SweepConfig(**{field: value}))
     assert e.value.field == field
   assert sweep.check_config(sweep.SweepConfig()) == sweep.SweepConfig()
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2, 3, 4, 9])
+def test_task_points_partition_the_grid(num_tasks):
+  config = sweep.SweepConfig(depths=(2, 10, 30), optimizers=("momentum", "adam"),
+                             learning_rates=(("momentum", (0.01, 0.1)),))
+  grid = sweep.expand_grid(config)
+  shares = [sweep.task_points(config, t, num_tasks) for t in range(num_tasks)]
+  ids = [p.point_id for share in shares for group in share for p in group]
+  assert sorted(ids) == sorted(p.point_id for p in grid)        # every point exactly once
+  assert shares == [sweep.task_points(config, t, num_tasks) for t in range(num_tasks)]
+  for share in shares:
+    assert all(len({p.group_key for p in g}) == 1 for g in share)  # one compile per group
+    assert len({g[0].group_key for g in share}) == len(share)
+  if num_tasks <= len(grid):
+    assert all(shares)                                           # nobody idles
+  if num_tasks == 1:
+    assert shares[0] == sweep.group_points(grid)
+
+
+def test_few_groups_are_cut_many_are_kept_whole():
+  config = sweep.SweepConfig(depths=(10, 30))  # 4 groups of 2 points; depth 30 costs ~9x more
+  units = sweep.work_units(config, 4)
+  assert [(u[0].depth, len(u)) for u in units] == [(10, 2), (10, 2), (30, 1), (30, 1), (30, 1),
+                                                   (30, 1)]
+  assert all(len(u) == 2 for u in sweep.work_units(config, 1))
+
+
+def _fake_result(config, point, rng):
+  spec = sweep.train_spec(config, point.activation, point.optimizer, "classification")
+  eval_at, stats_at = sweep.training.eval_steps(spec), sweep.training.stats_steps(spec)
+  n, t, k = config.num_seeds, len(stats_at), point.depth
+  records = {"train_loss": rng.uniform(1, 3, (n, config.steps + 1)).astype(np.float32),
+             "test_loss": rng.uniform(1, 3, (n, len(eval_at))).astype(np.float32),
+             "test_accuracy": rng.uniform(0, 1, (n, len(eval_at))).astype(np.float32),
+             "stats_loss": rng.uniform(1, 3, (n, t)).astype(np.float32),
+             "var_h": rng.uniform(0, 1, (n, t, k)).astype(np.float32),
+             "var_dl_dh": rng.uniform(0, 1, (n, t, k)).astype(np.float32),
+             "var_dl_df": rng.uniform(0, 1, (n, t, k)).astype(np.float32),
+             "diverged_step": np.array([-1] * (n - 1) + [7], np.int32)}
+  records["train_loss"][-1, 7:] = np.nan
+  per_seed = sweep.seed_summaries(records, config, "classification", 10)
+  return sweep.PointResult(point, records, eval_at, stats_at,
+                           sweep.point_rows(point, records, per_seed, eval_at, stats_at, config),
+                           sweep.point_summary(point, per_seed))
+
+
+def test_point_files_round_trip_and_changed_settings(tmp_path):
+  config = sweep.SweepConfig(depths=(3,), widths=(8,), num_seeds=3, steps=20, eval_every=10,
+                             stats_every=10, log_every=5)
+  point = sweep.expand_grid(config)[0]
+  result = _fake_result(config, point, np.random.default_rng(0))
+  out = str(tmp_path)
+  assert sweep.point_state(out, config, point) == ("missing", {})
+  sweep.write_point(out, config, result)
+  assert sweep.point_state(out, config, point) == ("done", {})
+  loaded = sweep.load_point(out, config, point)
+  same = lambda a, b: a == b and type(a) is type(b) or (a != a and b != b)  # NaN != NaN
+  assert len(loaded.rows) == len(result.rows)
+  assert all(r.keys() == s.keys() and all(same(r[k], s[k]) for k in r)
+             for r, s in zip(loaded.rows, result.rows))
+  assert json.dumps(loaded.summary) == json.dumps(result.summary)
+  log_at = sorted(set(range(0, config.steps + 1, config.log_every)))
+  np.testing.assert_array_equal(loaded.records["train_loss"][:, log_at],
+                                result.records["train_loss"][:, log_at])
+  for name in ("test_loss", "test_accuracy", "var_h", "var_dl_dh", "var_dl_df", "diverged_step"):
+    np.testing.assert_array_equal(loaded.records[name], result.records[name])
+  changed = dataclasses.replace(config, steps=30, num_seeds=4)
+  state, diff = sweep.point_state(out, changed, point)
+  assert state == "differs" and diff == {"num_seeds": (3, 4), "steps": (20, 30)}
+  assert sweep.point_state(out, dataclasses.replace(config, depths=(3, 5)), point)[0] == "done"
+  os.unlink(sweep.point_paths(out, point.point_id)[0])    # a JSON without its CSV: not done
+  assert sweep.point_state(out, config, point) == ("missing", {})
+
+
+def test_chunk_size_fits_memory_and_devices():
+  cpu = [type("Device", (), {"platform": "cpu"})()] * 4
+  assert distributed.chunk_size(100, 1e6, cpu, available_bytes=1e12) == 100
+  assert distributed.chunk_size(10, 1e6, cpu, available_bytes=1e12) == 12   # padded to 4s
+  assert distributed.chunk_size(100, 1e6, cpu, available_bytes=2.2e7) == 8  # 11 fit -> 8
+  assert distributed.chunk_size(100, 1e9, cpu, available_bytes=1e6) == 4    # >= 1 per device

@@ -1,0 +1,41 @@
+"""Merges a sweep's per-point files into results.csv, summary.json and the figures.
+
+    python -m experiments.report --output_dir=out/sweep
+
+A sweep run as several tasks (`--task_index`/`--num_tasks`, a Slurm array, `scripts/run_local.sh`)
+leaves one pair of files per grid point under --output_dir/points; this step reads them (and
+--output_dir/sweep_config.json, the grid of the last sweep command) and writes the same files as
+a one-task run, which runs this step itself. Missing grid points are listed and the exit status
+is 1, unless --allow_partial (then summary.json lists them as missing_points).
+"""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from experiments import cli
+from initjax import sweep
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output_dir", "out/sweep", "The sweep's --output_dir.")
+flags.DEFINE_bool("allow_partial", False, "Report the finished points even if some are missing.")
+
+
+def main(argv):
+  del argv
+  if not os.path.isdir(FLAGS.output_dir):
+    raise cli.UsageError("output_dir", f"{FLAGS.output_dir!r} is not a directory")
+  try:
+    config = sweep.load_sweep_config(FLAGS.output_dir)
+  except ValueError as e:
+    raise cli.UsageError("output_dir", str(e)) from None
+  status = sweep.report(FLAGS.output_dir, config, FLAGS.allow_partial,
+                        out=lambda msg: print(msg, flush=True))
+  if status:
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+  cli.run(main)
