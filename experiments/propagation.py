@@ -31,6 +31,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "float32, or float64 as a cross-check.")
 _SEED_CHUNK = flags.DEFINE_integer("seed_chunk", 0,
                                    "Networks vmapped per step (0: chosen from memory).")
+_NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
+                                    "Local devices to shard the seeds over (0: all).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
 
 
@@ -49,18 +51,22 @@ def main(argv):
     cli.check_min(name, flag.value, 1)
   cli.check_min("bias_variance", _BIAS_VARIANCE.value, 0.0)
   cli.check_min("seed_chunk", _SEED_CHUNK.value, 0)
+  cli.check_min("num_devices", _NUM_DEVICES.value, 0)
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
 
   import jax  # pylint: disable=import-outside-toplevel
   if _DTYPE.value == "float64":
     jax.config.update("jax_enable_x64", True)
+  if _NUM_DEVICES.value > jax.local_device_count():
+    raise cli.UsageError("num_devices", f"must be between 0 and {jax.local_device_count()} "
+                         f"(the local devices); got {_NUM_DEVICES.value}")
   from initjax import propagation_experiment as pe  # pylint: disable=import-outside-toplevel
   config = pe.config_from_values(
       sigma2=tuple(sigma2), inits=tuple(inits), depth=_DEPTH.value, width=_WIDTH.value,
       input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
-      seed_chunk=_SEED_CHUNK.value)
+      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
   start = time.perf_counter()
   result = pe.run_propagation(config)
   paths = pe.write_outputs(output_dir, config, result)

@@ -425,15 +425,17 @@ def default_seed_chunk(spec: NetworkSpec, memory_bytes: float = 1.0e9, itemsize:
 
 def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = "normal",
             scales: Sequence[float] = (1.0,), num_seeds: int = 100, dtype: Any = jnp.float32,
-            seed_chunk: int | None = None, log_space: bool | None = None
-            ) -> dict[str, np.ndarray]:
+            seed_chunk: int | None = None, log_space: bool | None = None,
+            num_devices: int | None = None) -> dict[str, np.ndarray]:
   """Per-seed, per-layer log10 statistics for every weight-variance multiplier in `scales`.
 
   Every weight matrix drawn by `weight_init` is multiplied by sqrt(scale): with the registered
   `normal` initializer (unit variance) `scales` are the book's sigma2_Omega values; with
   `he_normal` a scale of 1 is He. Seed s uses the same key for every scale (paired draws), and
   all scales and seeds run in one compiled program, in chunks of `seed_chunk` vmapped networks
-  (on a CPU, the chunks are shared out between one call of the program per core).
+  (on a CPU, the chunks are shared out between one call of the program per core). With more
+  than one local device (GPUs, TPU cores, or CPU devices forced with XLA_FLAGS), the seed axis
+  is sharded over `num_devices` of them (default all) with `shard_map`; results are the same.
 
   Returns:
     {quantity: float64 array (len(scales), num_seeds, layers)} of log10 values; non-finite
@@ -454,6 +456,11 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
     seed_chunk = default_seed_chunk(spec, itemsize=dtype.itemsize)
   n_items = len(scales) * num_seeds
   seed_chunk = int(max(1, min(seed_chunk, n_items)))
+  from initjax import distributed  # pylint: disable=import-outside-toplevel
+  devices = distributed.local_devices(num_devices)
+  if len(devices) > 1:
+    return _measure_sharded(key, spec, weight_init, scales, num_seeds, dtype, seed_chunk,
+                            bool(log_space), distributed.seed_mesh(len(devices)))
   num_chunks = -(-n_items // seed_chunk)
   streams = _parallel_streams(num_chunks)
   per_stream = -(-num_chunks // streams) * seed_chunk
@@ -474,6 +481,22 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
       outs = list(pool.map(lambda p: jax.block_until_ready(run(*p)), parts))
   return {q: np.concatenate([np.asarray(o[q], dtype=np.float64) for o in outs])[:n_items]
           .reshape(len(scales), num_seeds, -1) for q in outs[0]}
+
+
+def _measure_sharded(key, spec, weight_init, scales, num_seeds, dtype, seed_chunk, log_space,
+                     mesh) -> dict[str, np.ndarray]:
+  """`measure` with the seed axis sharded over the devices of `mesh` (same keys, same values)."""
+  from initjax import distributed  # pylint: disable=import-outside-toplevel
+  n_items = len(scales) * num_seeds
+  block = mesh.size * seed_chunk
+  index = np.arange(distributed.pad_to_multiple(n_items, block)) % n_items
+  keys = jax.random.split(key, num_seeds)
+  keys_all = keys[index % num_seeds]
+  scales_all = jnp.asarray(np.asarray(scales)[index // num_seeds], dtype)
+  run = _compiled(spec, weight_init, dtype.name, seed_chunk, log_space)
+  out = jax.jit(distributed.shard_over_seeds(run, mesh))(keys_all, scales_all)
+  return {q: np.asarray(v, dtype=np.float64)[:n_items].reshape(len(scales), num_seeds, -1)
+          for q, v in out.items()}
 
 
 def flag_invalid(values: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ class PropagationConfig:
   seed: int = 0
   dtype: str = "float32"
   seed_chunk: int = 0          # 0: chosen from the network size
+  num_devices: int = 0         # 0: all local devices (seeds are sharded over them)
 
   def spec(self) -> propagation.NetworkSpec:
     return propagation.NetworkSpec(
@@ -100,7 +101,8 @@ def run_propagation(config: PropagationConfig) -> dict[str, Any]:
     kwargs = {"weight_init": "normal" if init_name == "normal" else init_name,
               "scales": [s.scale for s in group]}
     out = propagation.measure(key, spec, num_seeds=config.num_seeds, dtype=dtype,
-                              seed_chunk=config.seed_chunk or None, **kwargs)
+                              seed_chunk=config.seed_chunk or None,
+                              num_devices=config.num_devices or None, **kwargs)
     timing[init_name] = time.perf_counter() - start
     for i, s in enumerate(group):
       measured[s.label] = {q: v[i] for q, v in out.items()}

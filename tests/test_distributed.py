@@ -79,3 +79,23 @@ def test_shard_over_seeds_on_four_fake_devices_equals_one_device():
 def test_bad_num_devices():
   with pytest.raises(ValueError, match="num_devices"):
     distributed.local_devices(1000)
+
+
+def test_propagation_on_four_fake_devices_equals_one_device():
+  code = textwrap.dedent("""
+      import jax, numpy as np
+      from initjax import propagation
+      assert jax.local_device_count() == 4
+      spec = propagation.NetworkSpec(input_dim=8, width=12, depth=5, batch_size=6)
+      kw = dict(weight_init="normal", scales=(0.02, 1.0), num_seeds=5)
+      one = propagation.measure(jax.random.key(0), spec, num_devices=1, **kw)
+      four = propagation.measure(jax.random.key(0), spec, **kw)
+      for q in propagation.QUANTITIES:
+        np.testing.assert_allclose(one[q], four[q], rtol=1e-5, atol=1e-5, err_msg=q)
+      print("ok")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=180, env=env, cwd=REPO)
+  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
