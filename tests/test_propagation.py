@@ -2,6 +2,8 @@
 
 Sizes are small enough for a 2-core CPU; tolerances are stated next to each check.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,14 +122,17 @@ def test_log_space_float32_equals_float64_direct_where_float64_does_not_overflow
   # accumulates to ~1e-5 decades over 50 layers; we allow 1e-3.
   spec = propagation.NetworkSpec(input_dim=100, width=100, depth=50, batch_size=16)
   init = get_initializer("normal")
+  log_space = jax.jit(functools.partial(propagation.network_statistics, activation="relu",
+                                        log_space=True))
+  direct = jax.jit(functools.partial(propagation.network_statistics, activation="relu",
+                                     log_space=False))
   for s2 in (0.001, 1.0):
     for key in jax.random.split(jax.random.key(2), 2):
       params, x = propagation.network_for_seed(key, spec, init, s2, jnp.float32)
-      lo = propagation.network_statistics(params, x, "relu", log_space=True)
+      lo = log_space(params, x)
       with jax.enable_x64(True):
         params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        hi = propagation.network_statistics(params64, jnp.asarray(x, jnp.float64), "relu",
-                                            log_space=False)
+        hi = direct(params64, jnp.asarray(x, jnp.float64))
         hi = {q: np.asarray(v) for q, v in hi.items()}
       for q in propagation.QUANTITIES:
         assert np.isfinite(hi[q]).all()
@@ -156,10 +161,11 @@ def test_chunked_equals_unchunked_and_equals_per_seed_loop():
   # A plain Python loop over seeds, one network at a time, with the same keys.
   keys = jax.random.split(jax.random.key(4), 7)
   init = get_initializer("he_normal")
+  one_seed = jax.jit(lambda k, scale: propagation.network_statistics(
+      *propagation.network_for_seed(k, spec, init, scale, jnp.float32), "relu", log_space=True))
   for j, scale in enumerate((1.0, 0.5)):
     for s in range(7):
-      params, x = propagation.network_for_seed(keys[s], spec, init, scale, jnp.float32)
-      one = propagation.network_statistics(params, x, "relu", log_space=True)
+      one = one_seed(keys[s], scale)
       for q in propagation.QUANTITIES:
         np.testing.assert_allclose(full[q][j, s], np.asarray(one[q]), rtol=1e-5, atol=1e-5)
 
