@@ -112,7 +112,7 @@ def run_propagation(config: PropagationConfig) -> dict[str, Any]:
   rows, slopes = [], {}
   for s in settings:
     pred = _theory(config, s).as_dict()
-    slopes[s.label] = _slopes(config.depth, measured[s.label], pred)
+    slopes[s.label] = layer_slopes(config.depth, measured[s.label], pred)
     flagged_total = 0
     for q in propagation.QUANTITIES:
       layers = propagation.layer_indices(q, config.depth)
@@ -142,7 +142,7 @@ def run_propagation(config: PropagationConfig) -> dict[str, Any]:
           "measured": measured}
 
 
-def _slopes(depth: int, measured: dict[str, np.ndarray], pred: dict[str, np.ndarray]
+def layer_slopes(depth: int, measured: dict[str, np.ndarray], pred: dict[str, np.ndarray]
             ) -> dict[str, float]:
   """Change of log10 variance per layer: forward along h_1..h_K, backward along dl/dh_K..h_1.
 

@@ -334,6 +334,33 @@ def point_summary(point: GridPoint, per_seed: dict[str, np.ndarray]) -> dict[str
   return summary
 
 
+def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_seeds: int,
+                   seed: int) -> dict[str, float]:
+  return dict(_signal_at_init(point.init, point.width, point.depth, point.activation,
+                              input_dim, output_dim, num_seeds, seed))
+
+
+@functools.lru_cache(maxsize=256)
+def _signal_at_init(init: str, width: int, depth: int, activation: str, input_dim: int,
+                    output_dim: int, num_seeds: int, seed: int) -> tuple:
+  """Signal propagation at initialization of a grid point's network, from `initjax.propagation`.
+
+  The book's setting (standard-normal inputs of the data's dimension, least-squares loss with
+  y = 0, 100 inputs per network) over `num_seeds` random networks: the change of log10 variance
+  per layer, forward (Var[h_k]) and backward (Var[dl/dh_k], towards the input), measured (median
+  over the networks) and predicted by `initjax.theory`. Negative backward = vanishing gradients.
+  """
+  from initjax import propagation, propagation_experiment  # pylint: disable=import-outside-toplevel
+  spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
+                                 output_dim=output_dim, activation=activation, batch_size=100)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), _stable_int(init))
+  out = propagation.measure(key, spec, weight_init=init, num_seeds=num_seeds)
+  pred = propagation.theory_for(spec, init, 1.0)
+  slopes = propagation_experiment.layer_slopes(depth, {q: v[0] for q, v in out.items()},
+                                               pred.as_dict())
+  return tuple(sorted(slopes.items()))
+
+
 def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[str, np.ndarray],
                eval_at: np.ndarray, stats_at: np.ndarray, config: SweepConfig) -> list[dict]:
   """Tidy rows: train_loss every log_every steps (and the last step), test metrics, per-layer
@@ -410,7 +437,10 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     results[p.point_id] = PointResult(
         point=p, records=records, eval_steps=eval_at, stats_steps=stats_at,
         rows=point_rows(p, records, per_seed, eval_at, stats_at, config),
-        summary=point_summary(p, per_seed))
+        summary={**point_summary(p, per_seed),
+                 "signal_at_init": signal_at_init(p, input_dim=input_dim,
+                                                  output_dim=data["output_dim"],
+                                                  num_seeds=config.num_seeds, seed=config.seed)})
   return results
 
 
@@ -829,6 +859,12 @@ def definitions(config: SweepConfig) -> dict[str, str]:
                                      "k=1..K), dl/dh_k (k=1..K), dl/df_k (k=0..K-1), on the first "
                                      f"{config.stats_batch_size} training examples, loss = mean "
                                      "over them",
+      "signal_at_init": "from initjax.propagation over num_seeds random networks of the grid "
+                        "point's shape and initializer, in the book's setting (standard-normal "
+                        "inputs, least squares with y = 0): change of log10 variance per layer, "
+                        "forward along h_k and backward along dl/dh_k towards the input, measured "
+                        "(median over networks) and predicted by initjax.theory; negative "
+                        "backward = vanishing gradients",
   }
 
 
