@@ -17,8 +17,8 @@ out the four arrays, which is what the training loop takes: they go to the devic
 from __future__ import annotations
 
 import functools
+import io
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initjax.networks import apply_mlp, init_mlp
+from initjax.results import atomic_write_bytes
 
 MNIST1D_NUM_CLASSES = 10
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -38,21 +39,11 @@ def default_data_dir() -> str:
 
 
 def _atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """Writes an .npz through a temporary file in the same directory and renames it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                             dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as fh:
-      np.savez(fh, **arrays)
-      fh.flush()
-      os.fsync(fh.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  """Writes an .npz atomically (temporary file in the same directory, then a rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  atomic_write_bytes(path, buf.getvalue())
 
 
 def _generate_mnist1d(seed: int) -> dict[str, np.ndarray]:

@@ -39,6 +39,11 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
     raise
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file in the same directory and a rename."""
+  _atomic_write_bytes(path, data)
+
+
 def atomic_write_text(path: str, text: str) -> None:
   _atomic_write_bytes(path, text.encode("utf-8"))
 

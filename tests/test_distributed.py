@@ -11,6 +11,15 @@ from initjax import distributed
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _run_on_four_fake_devices(code):
+  """Runs `code` in a fresh Python whose CPU shows up as 4 XLA devices; it must print ok."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=180, env=env, cwd=REPO)
+  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("num_tasks", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_split_for_task_is_a_deterministic_partition(num_tasks, weighted):
@@ -69,11 +78,7 @@ def test_shard_over_seeds_on_four_fake_devices_equals_one_device():
       np.testing.assert_allclose(np.asarray(one), np.asarray(two), rtol=1e-6)
       print("ok")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        timeout=120, env=env, cwd=REPO)
-  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+  _run_on_four_fake_devices(code)
 
 
 def test_bad_num_devices():
@@ -94,8 +99,4 @@ def test_propagation_on_four_fake_devices_equals_one_device():
         np.testing.assert_allclose(one[q], four[q], rtol=1e-5, atol=1e-5, err_msg=q)
       print("ok")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        timeout=180, env=env, cwd=REPO)
-  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+  _run_on_four_fake_devices(code)
