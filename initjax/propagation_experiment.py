@@ -96,6 +96,10 @@ def run_propagation(config: PropagationConfig) -> dict[str, Any]:
   if fixed:
     groups.append(("normal", fixed))
   groups += [(s.init, [s]) for s in settings if s.init != "normal"]
+  chunk = config.seed_chunk or propagation.default_seed_chunk(spec, itemsize=dtype.itemsize)
+  log.info("%d setting(s) x %d seeds; %d network(s) vmapped per step (--seed_chunk), %d device(s)",
+           len(settings), config.num_seeds, chunk,
+           config.num_devices or jax.local_device_count())
   for init_name, group in groups:
     start = time.perf_counter()
     kwargs = {"weight_init": "normal" if init_name == "normal" else init_name,
