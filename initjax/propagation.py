@@ -86,8 +86,8 @@ def _log10_var(total, total_sq, count, log10_scale):
 
 
 def _barrier(x):
-  """Materializes x once: XLA would otherwise fuse (recompute) it into every consumer, or
-  turn a sum of per-example sums back into a second full pass."""
+  """Keeps XLA's simplifier from turning a sum of per-example (or per-unit) sums back into a
+  second full pass over the (N, D) array."""
   return jax.lax.optimization_barrier(x)
 
 
@@ -140,7 +140,7 @@ def network_statistics(params: dict, x_NxD: jax.Array, activation: str = "relu",
     """Layer k: f_k from u_k, its statistics, and u_{k+1} = a[f_k] with its statistics."""
     f_raw = layer(u, mult, omega, beta)
     d = f_raw.shape[-1]
-    f_sum = mult * jnp.dot(u_colsum, jnp.sum(omega, axis=0)) + n * jnp.sum(beta)
+    f_sum = _sum_of_linear(u_colsum, omega, mult, beta, n)
     f_sq = jnp.sum(jnp.square(f_raw))
     log_var_f = _log10_var(f_sum, f_sq, n * d, sig)
     if log_space:
@@ -173,8 +173,7 @@ def network_statistics(params: dict, x_NxD: jax.Array, activation: str = "relu",
   u_K, u_K_colsum, mult_K, sig_out = carry
   f_out = layer(u_K, mult_K, params["omega_out"], params["beta_out"])
   d_out = f_out.shape[-1]
-  f_out_sum = mult_K * jnp.dot(u_K_colsum, jnp.sum(params["omega_out"], axis=0)) + n * jnp.sum(
-      params["beta_out"])
+  f_out_sum = _sum_of_linear(u_K_colsum, params["omega_out"], mult_K, params["beta_out"], n)
   lvf_out = _log10_var(f_out_sum, jnp.sum(jnp.square(f_out)), n * d_out, sig_out)
 
   # ---- Backward. G_k raw: the true dl/df_k is G_k * 10**gam_k. dl/dh_k = (G_k / rms(G_k))
