@@ -45,7 +45,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 import os
 import threading
 from typing import Any, Callable, Sequence
@@ -60,8 +59,6 @@ from initjax.activations import (POSITIVELY_HOMOGENEOUS, check_activation, get_a
 from initjax.networks import init_mlp
 
 QUANTITIES = ("var_f", "var_h", "var_dl_dh", "var_dl_df", "var_dl_domega")
-FORWARD = ("var_f", "var_h")
-_LOG10_E = math.log10(math.e)
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +281,6 @@ class NetworkSpec:
     if self.bias_variance < 0:
       raise ValueError(f"bias_variance must be >= 0; got {self.bias_variance}")
     return self
-
-
-def layer_counts(depth: int) -> dict[str, int]:
-  """Number of layers per quantity (f and weights: K+1; h and dl/dh: K)."""
-  return {"var_f": depth + 1, "var_h": depth, "var_dl_dh": depth, "var_dl_df": depth + 1,
-          "var_dl_domega": depth + 1}
 
 
 def layer_indices(quantity: str, depth: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -270,6 +270,3 @@ def config_from_values(**kwargs) -> PropagationConfig:
   cfg.spec()
   return cfg
 
-
-def default_sigma2() -> Sequence[float]:
-  return PropagationConfig.sigma2
