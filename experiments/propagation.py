@@ -9,10 +9,11 @@ summary.json and propagation.png into --output_dir and prints the per-layer slop
 """
 from __future__ import annotations
 
-import logging
+import os
 import time
 
 from absl import flags
+from absl import logging
 
 from experiments import cli
 
@@ -32,49 +33,60 @@ _DTYPE = flags.DEFINE_string("dtype", "float32", "float32, or float64 as a cross
 _SEED_CHUNK = flags.DEFINE_integer("seed_chunk", 0,
                                    "Networks vmapped per step (0: chosen from memory).")
 _NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
-                                    "Local devices to shard the seeds over (0: all).")
+                                    "Local devices to spread the seeds over (0: all; on a CPU, "
+                                    "one per core).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
+
+
+def config_from_flags():
+  """The FigureConfig of the flags (it checks itself; errors name the flag)."""
+  from initjax import propagation_figure  # pylint: disable=import-outside-toplevel
+  return propagation_figure.FigureConfig(
+      sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, allow_empty=True)),
+      inits=tuple(v.strip() for v in _INITS.value if v.strip()), depth=_DEPTH.value,
+      width=_WIDTH.value, input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
+      bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
+      batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
+      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
 
 
 def main(argv):
   del argv
-  from initjax import activations, initializers  # pylint: disable=import-outside-toplevel
-  weight_inits = [n for n in initializers.initializer_names() if n not in ("zeros", "constant")]
-  sigma2 = cli.parse_floats("sigma2", _SIGMA2.value, positive=True, allow_empty=True)
-  inits = cli.parse_choices("inits", _INITS.value, weight_inits, allow_empty=True)
-  if not sigma2 and not inits:
-    raise cli.UsageError("sigma2", "--sigma2 and --inits are both empty: nothing to measure")
-  cli.parse_choices("activation", [_ACTIVATION.value], activations.activation_names())
-  cli.parse_choices("dtype", [_DTYPE.value], ["float32", "float64"])
-  for name, flag in (("depth", _DEPTH), ("width", _WIDTH), ("input_dim", _INPUT_DIM),
-                     ("num_seeds", _NUM_SEEDS), ("batch_size", _BATCH_SIZE)):
-    cli.check_min(name, flag.value, 1)
-  cli.check_min("bias_variance", _BIAS_VARIANCE.value, 0.0)
-  cli.check_min("seed_chunk", _SEED_CHUNK.value, 0)
-  cli.check_min("num_devices", _NUM_DEVICES.value, 0)
+  config = config_from_flags()
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
 
   import jax  # pylint: disable=import-outside-toplevel
-  if _DTYPE.value == "float64":
+  from initjax import parallel  # pylint: disable=import-outside-toplevel
+  from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
+  from initjax.results import (atomic_savefig, atomic_write_csv,  # pylint: disable=import-outside-toplevel
+                               atomic_write_json)
+  if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
-  if _NUM_DEVICES.value > jax.local_device_count():
-    raise cli.UsageError("num_devices", f"must be between 0 and {jax.local_device_count()} "
-                         f"(the local devices); got {_NUM_DEVICES.value}")
-  from initjax import propagation_experiment as pe  # pylint: disable=import-outside-toplevel
-  config = pe.config_from_values(
-      sigma2=tuple(sigma2), inits=tuple(inits), depth=_DEPTH.value, width=_WIDTH.value,
-      input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
-      bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
-      batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
-      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
+  devices = parallel.use_cpu_cores(config.num_devices or None)
+  if config.num_devices > devices:
+    raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
+                         f"got {config.num_devices}")
+  logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
+               "%d device(s)", len(config.sigma2) + len(config.inits), config.num_seeds,
+               config.seed_chunk or "default", config.num_devices or devices)
   start = time.perf_counter()
-  result = pe.run_propagation(config)
-  paths = pe.write_outputs(output_dir, config, result)
-  print(pe.slope_table(result))
+  result = figure.run(config)
+  for label, count in result["flagged"].items():
+    if count:
+      logging.warning(
+          "%s: %d (seed, layer, quantity) values could not be measured in %s (overflow, "
+          "underflow to zero or NaN); they are flagged in results.csv and left out of the "
+          "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
+          "space).", label, count, config.dtype)
+  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
+                                                 "propagation.png")]
+  atomic_write_csv(paths[0], result["rows"], figure.RESULT_COLUMNS)
+  atomic_write_json(paths[1], figure.summary(config, result))
+  atomic_savefig(figure.plot(config, result), paths[2], dpi=110)
+  print(figure.slope_table(result))
   print(f"{len(result['rows'])} rows; wrote {', '.join(paths)} "
         f"({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
   cli.run(main)

@@ -15,7 +15,7 @@ import os
 from absl import flags
 
 from experiments import cli
-from initjax import sweep
+from initjax.sweep import store
 
 FLAGS = flags.FLAGS
 
@@ -28,11 +28,10 @@ def main(argv):
   if not os.path.isdir(FLAGS.output_dir):
     raise cli.UsageError("output_dir", f"{FLAGS.output_dir!r} is not a directory")
   try:
-    config = sweep.load_sweep_config(FLAGS.output_dir)
+    config = store.load_sweep_config(FLAGS.output_dir)
   except ValueError as e:
     raise cli.UsageError("output_dir", str(e)) from None
-  status = sweep.report(FLAGS.output_dir, config, FLAGS.allow_partial,
-                        out=lambda msg: print(msg, flush=True))
+  status = cli.print_report(FLAGS.output_dir, config, FLAGS.allow_partial)
   if status:
     raise SystemExit(status)
 

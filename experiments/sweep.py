@@ -5,7 +5,7 @@
 Trains every grid point (init x depth x width x activation x optimizer x learning rate) for
 --num_seeds seeds and writes results.csv (tidy), summary.json (config + summary table) and
 loss_curves.png, gradient_variance.png into --output_dir. The science is in `initjax.sweep` and
-`initjax.training`; this file only parses flags.
+`initjax.training`; this file only parses flags, prints the results and sets the exit status.
 
 Past one device:
   * the seeds (networks) of a compiled group are sharded over the local devices
@@ -28,17 +28,17 @@ default run trains momentum at 0.01 and adam at 0.001.
 """
 from __future__ import annotations
 
-import dataclasses
 import signal
 import sys
 
 from absl import flags
 
 from experiments import cli
-from initjax import distributed, sweep, training
-from initjax.optimizers import DEFAULT_LEARNING_RATES
+from initjax import distributed, parallel
+from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+from initjax.sweep import SweepConfig, run_task
 
-_DEFAULTS = sweep.SweepConfig()
+_DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("inits", list(_DEFAULTS.inits), "Initializers (initjax.initializers names).")
@@ -82,25 +82,20 @@ _INT_FLAGS = ("num_seeds", "steps", "batch_size", "seed", "log_every", "eval_eve
               "stats_every", "stats_batch_size")
 
 
-def config_from_flags() -> sweep.SweepConfig:
-  """Builds and validates the SweepConfig; every problem is a one-line UsageError."""
+def config_from_flags() -> SweepConfig:
+  """Builds the SweepConfig (which checks itself); every problem is a one-line UsageError."""
   ints = {name: getattr(FLAGS, name) for name in _INT_FLAGS}
-  try:
-    config = sweep.SweepConfig(
-        inits=tuple(v.strip() for v in FLAGS.inits),
-        depths=tuple(cli.parse_ints("depths", FLAGS.depths)),
-        widths=tuple(cli.parse_ints("widths", FLAGS.widths)),
-        activations=tuple(v.strip() for v in FLAGS.activations),
-        optimizers=tuple(v.strip() for v in FLAGS.optimizers),
-        learning_rates=(),
-        loss_threshold=FLAGS.loss_threshold,
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, **ints)
-    sweep.check_config(config)  # names first, so learning-rate entries can be checked against them
-    config = dataclasses.replace(config, learning_rates=sweep.parse_learning_rates(
-        FLAGS.learning_rates, config.optimizers))
-    return sweep.check_config(config)
-  except sweep.ConfigError as e:
-    raise cli.UsageError(e.field, e.message) from None
+  optimizers = tuple(cli.parse_choices("optimizers", FLAGS.optimizers, optimizer_names()))
+  return SweepConfig(
+      inits=tuple(v.strip() for v in FLAGS.inits),
+      depths=tuple(cli.parse_ints("depths", FLAGS.depths)),
+      widths=tuple(cli.parse_ints("widths", FLAGS.widths)),
+      activations=tuple(v.strip() for v in FLAGS.activations),
+      optimizers=optimizers,
+      learning_rates=cli.parse_learning_rates(FLAGS.learning_rates, optimizers,
+                                              optimizer_names()),
+      loss_threshold=FLAGS.loss_threshold, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+      **ints)
 
 
 def devices_and_task() -> tuple[list, int, int]:
@@ -118,9 +113,9 @@ def devices_and_task() -> tuple[list, int, int]:
                            f"got {FLAGS.task_index}")
   distributed.maybe_initialize(FLAGS.coordinator_address or None, FLAGS.num_processes,
                                FLAGS.process_id)
-  training.use_cpu_cores(FLAGS.num_devices or None)
+  parallel.use_cpu_cores(FLAGS.num_devices or None)
   try:
-    devices = distributed.local_devices(FLAGS.num_devices or None)
+    devices = parallel.local_devices(FLAGS.num_devices or None)
   except ValueError as e:
     raise cli.UsageError("num_devices", str(e)) from None
   try:
@@ -134,21 +129,18 @@ def main(argv):
   del argv
   config = config_from_flags()
   distributed.raise_on_signals((signal.SIGINT, signal.SIGTERM))
-  log = lambda msg: print(msg, flush=True)
   output_dir = FLAGS.output_dir
   try:
     devices, task_index, num_tasks = devices_and_task()
     output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
-    sweep.run_task(config, output_dir, task_index, num_tasks, devices=devices,
-                   seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite, log=log)
+    run_task(config, output_dir, task_index, num_tasks, devices=devices,
+             seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite)
     if num_tasks > 1:
-      log(f"task {task_index} of {num_tasks} done; when every task is done: "
-          f"python -m experiments.report --output_dir={output_dir}")
+      print(f"task {task_index} of {num_tasks} done; when every task is done: "
+            f"python -m experiments.report --output_dir={output_dir}", flush=True)
       return
     distributed.check_interrupted()
-    status = sweep.report(output_dir, config, out=log)
-  except sweep.ConfigError as e:
-    raise cli.UsageError(e.field, e.message) from None
+    status = cli.print_report(output_dir, config)
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
     sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "

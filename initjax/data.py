@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initjax.errors import check_choice
 from initjax.networks import apply_mlp, init_mlp
 from initjax.results import atomic_write_bytes
 
@@ -153,9 +154,7 @@ def dataset_info(name: str) -> dict[str, Any]:
 
 
 def check_dataset(name: str) -> str:
-  if name not in DATASETS:
-    raise ValueError(f"Unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-  return name
+  return check_choice("dataset", name, DATASETS)
 
 
 def get_dataset(name: str, *, key: jax.Array | None = None, data_dir: str | None = None,

@@ -1,61 +1,21 @@
-"""Spreading work past one device: seed sharding, multi-host start-up, batch-job task splits.
+"""Work past one process: multi-host start-up, batch-job task splits, preemption signals.
 
-Nothing here schedules anything: JAX's own sharding (a 1-D `Mesh` over the seed axis and
-`shard_map`) spreads seeds over the local devices, `jax.distributed.initialize` joins hosts,
-and a batch system (Slurm array jobs, or `scripts/run_local.sh`) runs one process per task.
-`raise_on_signals`/`check_interrupted` turn SIGINT/SIGTERM into a stop between units of work,
-and `chunk_size` sizes the seed chunks from the available memory.
+Nothing here schedules anything: `jax.distributed.initialize` joins hosts, a batch system
+(Slurm array jobs, or `scripts/run_local.sh`) runs one process per task, and each process takes
+its deterministic share of the work (`split_for_task`). `raise_on_signals`/`check_interrupted`
+turn SIGINT/SIGTERM into a stop between units of work. Spreading work over the devices of one
+process is `initjax.parallel`'s job.
 """
 from __future__ import annotations
 
-import logging
-import math
 import os
 import signal
 from typing import Callable, Sequence, TypeVar
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from absl import logging
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-SEED_AXIS = "seeds"
-
-
-# ------------------------------------------------------------------------------------------------
-# Devices.
-
-def local_devices(num_devices: int | None = None) -> list:
-  """The first `num_devices` local devices (all when None or 0)."""
-  devices = jax.local_devices()
-  if num_devices:
-    if num_devices < 1 or num_devices > len(devices):
-      raise ValueError(f"num_devices must be between 1 and {len(devices)} (the local devices); "
-                       f"got {num_devices}")
-    devices = devices[:num_devices]
-  return devices
-
-
-def seed_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh over local devices whose single axis carries the seeds."""
-  return Mesh(np.array(local_devices(num_devices)), (SEED_AXIS,))
-
-
-def shard_over_seeds(fn: Callable, mesh: Mesh) -> Callable:
-  """Runs `fn` (leading axis of every argument and output = seeds) on each device's share.
-
-  The leading axis of every argument must be a multiple of the mesh size; each device runs `fn`
-  on its own contiguous block, so results equal the unsharded `fn` (to float tolerance).
-  """
-  if mesh.size == 1:
-    return fn
-  spec = PartitionSpec(SEED_AXIS)
-  return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
-
-
-def pad_to_multiple(n: int, multiple: int) -> int:
-  return n + (-n % multiple)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,8 +44,8 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
     kwargs["process_id"] = process_id
   jax.distributed.initialize(**kwargs)
   # Logged without asking for devices: that would start the backends, and the CPU device count
-  # (`training.use_cpu_cores`) can only be set before they start.
-  log.info("jax.distributed initialized (%s)", ", ".join(f"{k}={v}" for k, v in kwargs.items())
+  # (`parallel.use_cpu_cores`) can only be set before they start.
+  logging.info("jax.distributed initialized (%s)", ", ".join(f"{k}={v}" for k, v in kwargs.items())
            or "detected from the cluster environment")
   return True
 
@@ -178,51 +138,3 @@ def check_interrupted() -> None:
   """Raises `Interrupted` if a signal installed by `raise_on_signals` has arrived."""
   if _SIGNAL["signum"] is not None:
     raise Interrupted(_SIGNAL["signum"])
-
-
-# ------------------------------------------------------------------------------------------------
-# Memory.
-
-def available_memory_bytes(device=None) -> float:
-  """Memory the seed chunks may use: the accelerator's free memory, or the host's available RAM.
-
-  GPU/TPU: bytes_limit - bytes_in_use from `device.memory_stats()`. CPU: MemAvailable from
-  /proc/meminfo (Linux), else physical pages; falls back to 4 GB when nothing is known.
-  """
-  device = device or jax.local_devices()[0]
-  stats = None
-  try:
-    stats = device.memory_stats()
-  except Exception:  # pylint: disable=broad-except
-    stats = None
-  if stats and stats.get("bytes_limit"):
-    return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-  try:
-    with open("/proc/meminfo", encoding="ascii") as fh:
-      for line in fh:
-        if line.startswith("MemAvailable:"):
-          return float(line.split()[1]) * 1024.0
-  except OSError:
-    pass
-  try:
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-  except (ValueError, OSError, AttributeError):
-    return 4.0e9
-
-
-def chunk_size(num_networks: int, bytes_per_network: float, devices: Sequence,
-               available_bytes: float | None = None, fraction: float = 0.5) -> int:
-  """Networks to train per call so that they fit in `fraction` of the available memory.
-
-  Accelerators each hold their share of a call (available = per-device free memory x devices);
-  CPU devices share the host's RAM (available = MemAvailable). The result is a multiple of the
-  device count, at least one network per device, and at most `num_networks` rounded up to it.
-  """
-  n = len(devices)
-  if available_bytes is None:
-    available_bytes = available_memory_bytes(devices[0])
-    if devices[0].platform != "cpu":
-      available_bytes *= n
-  fits = max(1, int(available_bytes * fraction // max(bytes_per_network, 1.0)))
-  size = min(fits, num_networks)
-  return max(n, n * math.floor(size / n)) if size < num_networks else size + (-size % n)

@@ -22,12 +22,14 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from initjax import activations
+from initjax.errors import check_choice
+
 Initializer = Callable[..., jax.Array]
 Axes = int | Sequence[int]
 
 # Standard deviation of a standard normal truncated to (-2, 2); same constant as JAX.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-LEAKY_RELU_SLOPE = 0.01  # torch.nn.init.calculate_gain default when param is None
 
 MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -132,12 +134,10 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: Axes =
   return init
 
 
-_GAINS = {
-    "linear": 1.0, "identity": 1.0, "sigmoid": 1.0, "softsign": 1.0,
-    "conv1d": 1.0, "conv2d": 1.0, "conv3d": 1.0,
-    "conv_transpose1d": 1.0, "conv_transpose2d": 1.0, "conv_transpose3d": 1.0,
-    "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "selu": 0.75,
-}
+# torch.nn.init.calculate_gain's names for linear maps: gain 1. Activations take theirs from
+# their record in initjax.activations.
+_LINEAR_GAINS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                 "conv_transpose3d")
 
 
 def gain(activation: str, param: float | None = None) -> float:
@@ -149,13 +149,13 @@ def gain(activation: str, param: float | None = None) -> float:
   the 5/3 correction); gelu: sqrt(2) (GELU is ReLU-like: ~x for x >> 0, ~0 for x << 0).
   `param` is ignored for activations other than leaky_relu (as torch).
   """
-  if activation == "leaky_relu":
-    slope = LEAKY_RELU_SLOPE if param is None else _check_finite("param", param)
-    return math.sqrt(2.0 / (1.0 + slope**2))
-  if activation not in _GAINS:
-    names = sorted([*_GAINS, "leaky_relu"])
-    raise ValueError(f"Unknown activation {activation!r}; valid choices: {', '.join(names)}")
-  return _GAINS[activation]
+  if activation in _LINEAR_GAINS:
+    return 1.0
+  if activation not in activations.ACTIVATIONS:
+    check_choice("activation", activation, sorted([*activations.ACTIVATIONS, *_LINEAR_GAINS]))
+  if activation == "leaky_relu" and param is not None:
+    return math.sqrt(2.0 / (1.0 + _check_finite("param", param) ** 2))
+  return activations.get(activation).init_gain
 
 
 def _he_scale(gain: float | None, negative_slope: float) -> float:
@@ -306,9 +306,7 @@ def initializer_names() -> list[str]:
 
 def _resolve(name: str, kwargs: dict[str, Any]) -> tuple[Callable[..., Initializer], dict]:
   """Returns the factory for `name` and its full keyword arguments (defaults filled)."""
-  if name not in INITIALIZERS:
-    raise ValueError(f"Unknown initializer {name!r}; valid choices: "
-                     f"{', '.join(initializer_names())}")
+  check_choice("initializer", name, initializer_names())
   factory, defaults = INITIALIZERS[name]
   signature = inspect.signature(factory)
   for k in kwargs:

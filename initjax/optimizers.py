@@ -12,6 +12,8 @@ from typing import Callable
 import jax
 import optax
 
+from initjax.errors import check_choice
+
 MOMENTUM = 0.9
 
 _OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -38,10 +40,7 @@ def optimizer_names() -> list[str]:
 
 
 def check_optimizer(name: str) -> str:
-  if name not in _OPTIMIZERS:
-    raise ValueError(
-        f"Unknown optimizer {name!r}; valid choices: {', '.join(optimizer_names())}")
-  return name
+  return check_choice("optimizer", name, optimizer_names())
 
 
 def get_optimizer(name: str, learning_rate) -> optax.GradientTransformation:

@@ -32,10 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from initjax.activations import LEAKY_RELU_SLOPE, check_activation
+from initjax import activations
 
 _LOG10_2 = math.log10(2.0)
-_CLOSED_FORM = {"relu": 0.5, "leaky_relu": 0.5 * (1.0 + LEAKY_RELU_SLOPE ** 2), "identity": 1.0}
 _QUADRATURE_ORDER = 200
 
 
@@ -51,37 +50,6 @@ def _half_line_nodes(order: int) -> tuple[np.ndarray, np.ndarray]:
   x, w = np.polynomial.legendre.leggauss(order)
   z = 0.5 * _Z_MAX * (x + 1.0)
   return z, 0.5 * _Z_MAX * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-
-
-def _np_activation(name: str):
-  from scipy import special  # pylint: disable=import-outside-toplevel
-  selu_alpha, selu_scale = 1.6732632423543772, 1.0507009873554805
-  return {
-      "relu": lambda f: np.maximum(f, 0.0),
-      "leaky_relu": lambda f: np.where(f > 0, f, LEAKY_RELU_SLOPE * f),
-      "tanh": np.tanh,
-      "sigmoid": special.expit,
-      "softsign": lambda f: f / (1.0 + np.abs(f)),
-      "gelu": lambda f: 0.5 * f * (1.0 + special.erf(f / math.sqrt(2.0))),
-      "selu": lambda f: selu_scale * np.where(f > 0, f, selu_alpha * np.expm1(np.minimum(f, 0))),
-      "identity": lambda f: f,
-  }[name]
-
-
-def _np_derivative(name: str):
-  from scipy import special  # pylint: disable=import-outside-toplevel
-  selu_alpha, selu_scale = 1.6732632423543772, 1.0507009873554805
-  return {
-      "relu": lambda f: (f > 0).astype(float),
-      "leaky_relu": lambda f: np.where(f > 0, 1.0, LEAKY_RELU_SLOPE),
-      "tanh": lambda f: 1.0 - np.tanh(f) ** 2,
-      "sigmoid": lambda f: special.expit(f) * (1.0 - special.expit(f)),
-      "softsign": lambda f: 1.0 / (1.0 + np.abs(f)) ** 2,
-      "gelu": lambda f: (0.5 * (1.0 + special.erf(f / math.sqrt(2.0)))
-                         + f * np.exp(-0.5 * f * f) / math.sqrt(2.0 * math.pi)),
-      "selu": lambda f: selu_scale * np.where(f > 0, 1.0, selu_alpha * np.exp(np.minimum(f, 0))),
-      "identity": np.ones_like,
-  }[name]
 
 
 def gaussian_expectation(g, variance: float, mean: float = 0.0,
@@ -105,18 +73,11 @@ def activation_moments(activation: str, variance: float) -> dict[str, float]:
   "second_moment_da": E[a'[f]^2]}. ReLU: E[h^2] = variance / 2, E[h] = sqrt(variance / (2 pi)),
   E[a'^2] = 1/2 (closed form; likewise leaky ReLU and identity), others by quadrature.
   """
-  check_activation(activation)
-  if activation in _CLOSED_FORM:
-    c = _CLOSED_FORM[activation]
-    s = math.sqrt(max(variance, 0.0))
-    slope = {"relu": 0.0, "leaky_relu": LEAKY_RELU_SLOPE, "identity": 1.0}[activation]
-    mean_h = 0.0 if activation == "identity" else (1.0 - slope) * s / math.sqrt(2.0 * math.pi)
-    m2 = c * variance
-    da2 = {"relu": 0.5, "leaky_relu": 0.5 * (1.0 + LEAKY_RELU_SLOPE ** 2), "identity": 1.0}[
-        activation]
-    return {"mean_h": mean_h, "second_moment_h": m2, "var_h": m2 - mean_h ** 2,
-            "second_moment_da": da2}
-  a, da = _np_activation(activation), _np_derivative(activation)
+  record = activations.get(activation)
+  closed = record.gaussian_moments(variance)
+  if closed is not None:
+    return closed
+  a, da = record.np_fn, record.np_derivative
   mean_h = gaussian_expectation(a, variance)
   m2 = gaussian_expectation(lambda f: a(f) ** 2, variance)
   return {"mean_h": mean_h, "second_moment_h": m2, "var_h": max(m2 - mean_h ** 2, 0.0),
@@ -200,8 +161,9 @@ def fixed_point_q(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> fl
 
 def chi_1(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
   """chi_1 = sigma_w^2 E[a'(sqrt(q*) z)^2]: the per-layer factor of the gradient variance."""
-  if activation in _CLOSED_FORM and sigma2_b == 0.0:
-    return sigma2_w * _CLOSED_FORM[activation]  # E[a'^2] does not depend on q
+  closed = activations.get(activation).gaussian_moments(1.0)
+  if closed is not None and sigma2_b == 0.0:
+    return sigma2_w * closed["second_moment_da"]  # E[a'^2] does not depend on q
   q = fixed_point_q(activation, sigma2_w, sigma2_b)
   if not math.isfinite(q):
     q = 1e10  # diverging variance: chi_1 at the largest scale scanned
@@ -216,9 +178,9 @@ def critical_weight_variance(activation: str, sigma2_b: float = 0.0,
   bracketed on a log grid over [lo, hi] and refined by bisection on log sigma2_w; raises
   ValueError when chi_1 - 1 does not change sign there, or jumps over 1 without crossing it.
   """
-  check_activation(activation)
-  if activation in _CLOSED_FORM and sigma2_b == 0.0:
-    return 1.0 / _CLOSED_FORM[activation]
+  closed = activations.get(activation).gaussian_moments(1.0)
+  if closed is not None and sigma2_b == 0.0:
+    return 1.0 / closed["second_moment_da"]
   grid = np.geomspace(lo, hi, 49)
   values = [chi_1(activation, float(s), sigma2_b) - 1.0 for s in grid]
   bracket = next((i for i in range(len(grid) - 1) if values[i] * values[i + 1] <= 0), None)
@@ -297,14 +259,15 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
     An `MLPPrediction`. Homogeneous activations (ReLU, leaky ReLU, identity) with zero bias are
     propagated in log space, so nothing overflows at any depth.
   """
-  check_activation(activation)
+  record = activations.get(activation)
   if depth < 1 or width < 1 or input_dim < 1 or output_dim < 1:
     raise ValueError("input_dim, width, depth and output_dim must be >= 1")
   s2w = _per_layer(sigma2_omega, depth + 1, "sigma2_omega")
   s2b = _per_layer(sigma2_beta, depth + 1, "sigma2_beta")
   fan_in = np.array([input_dim] + [width] * depth, dtype=np.float64)
   fan_out = np.array([width] * depth + [output_dim], dtype=np.float64)
-  homogeneous = activation in _CLOSED_FORM and not np.any(s2b > 0)
+  homogeneous = record.positively_homogeneous and not np.any(s2b > 0)
+  unit = record.gaussian_moments(1.0)  # moments per unit of variance (homogeneous case)
 
   log_f = np.empty(depth + 1)
   log_h = np.empty(depth)
@@ -313,12 +276,9 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
   log_f[0] = _log10(s2b[0] + s2w[0] * input_dim * input_second_moment)
   for k in range(1, depth + 1):
     if homogeneous:
-      c = _CLOSED_FORM[activation]
-      log_m2h[k - 1] = log_f[k - 1] + math.log10(c)
-      mean_coeff = {"relu": 1.0, "leaky_relu": 1.0 - LEAKY_RELU_SLOPE, "identity": 0.0}[activation]
-      var_ratio = c - mean_coeff ** 2 / (2.0 * math.pi)
-      log_h[k - 1] = log_f[k - 1] + math.log10(var_ratio)
-      log_da2[k - 1] = math.log10(c)
+      log_m2h[k - 1] = log_f[k - 1] + math.log10(unit["second_moment_h"])
+      log_h[k - 1] = log_f[k - 1] + math.log10(unit["var_h"])
+      log_da2[k - 1] = math.log10(unit["second_moment_da"])
       log_f[k] = _log10(s2w[k] * fan_in[k]) + log_m2h[k - 1]
     else:
       var_prev = 10.0 ** log_f[k - 1]

@@ -32,39 +32,28 @@ Losses: softmax cross-entropy for classification, mean squared error (mean over 
 outputs) for regression; both are means over the batch, so dl/dh_k carries a factor
 1/(batch size).
 
-`run_networks` shards the network axis over the local devices (`use_cpu_cores` makes one XLA
-device per CPU core: XLA runs one program on one core) and returns NumPy arrays.
+`run_networks` spreads the network axis over the local devices (`initjax.parallel`) and returns
+NumPy arrays.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-import os
-import re
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from initjax import parallel
 from initjax.activations import check_activation
+from initjax.errors import check_choice
 from initjax.networks import Params, apply_mlp, init_mlp, trace_mlp
 from initjax.optimizers import check_optimizer, get_optimizer
 
 TASKS = ("classification", "regression")
-
-# "Stalled": the final training loss fell by less than STALL_TOLERANCE (1%) relative to a
-# reference: ln(num_classes) for classification (the loss of the uniform prediction, where a
-# deep network whose signal vanished sits), the initial training loss for regression.
-STALL_TOLERANCE = 0.01
-# The final training loss is the mean minibatch loss over the last 5% of the steps (at least one
-# step, always including the final step S), which averages out minibatch noise.
-FINAL_LOSS_FRACTION = 0.05
-# Steps to reach a loss threshold are read off a trailing mean of this many minibatch losses.
-THRESHOLD_WINDOW = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +74,7 @@ class TrainSpec:
   def __post_init__(self):
     check_activation(self.activation)
     check_optimizer(self.optimizer)
-    if self.task not in TASKS:
-      raise ValueError(f"Unknown task {self.task!r}; valid choices: {', '.join(TASKS)}")
+    check_choice("task", self.task, TASKS)
     for name in ("steps", "batch_size", "eval_every", "stats_every", "stats_batch_size"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -169,13 +157,124 @@ def record_chunk(spec: TrainSpec) -> int:
   return math.gcd(math.gcd(spec.eval_every, spec.stats_every), spec.steps)
 
 
+class TrainState(NamedTuple):
+  """What one network carries from step to step (`train_step`)."""
+  params: Params
+  opt_state: Any
+  perm_N: jax.Array          # the current epoch's order of the training examples
+  diverged_step: jax.Array   # first step with a non-finite loss, -1 if none
+  records: dict              # the recorded metrics so far (`init_records`)
+
+
+def init_records(spec: TrainSpec, depth: int, dtype) -> dict[str, jax.Array]:
+  """The record arrays of one network, NaN until their step is recorded."""
+  n_eval, n_stats = eval_steps(spec).shape[0], stats_steps(spec).shape[0]
+  records = {"test_loss": jnp.full((n_eval,), jnp.nan, dtype),
+             "var_h": jnp.full((n_stats, depth), jnp.nan, dtype),
+             "var_dl_dh": jnp.full((n_stats, depth), jnp.nan, dtype),
+             "var_dl_df": jnp.full((n_stats, depth), jnp.nan, dtype),
+             "stats_loss": jnp.full((n_stats,), jnp.nan, dtype)}
+  if spec.task == "classification":
+    records["test_accuracy"] = jnp.full((n_eval,), jnp.nan, dtype)
+  return records
+
+
+def record_evaluation(records: dict, params: Params, step, data: dict, spec: TrainSpec) -> dict:
+  """Writes the test metrics of `params` into the slot of `step` in `eval_steps(spec)`."""
+  slot = jnp.argmax(jnp.asarray(eval_steps(spec)) == step)
+  for name, value in evaluate(params, data["x_test"], data["y_test"], spec.activation,
+                              spec.task).items():
+    records["test_" + name] = records["test_" + name].at[slot].set(value.astype(
+        data["x_train"].dtype))
+  return records
+
+
+def record_layer_statistics(records: dict, params: Params, step, x_stats, y_stats,
+                            spec: TrainSpec) -> dict:
+  """Writes the per-layer statistics on the statistics batch into the slot of `step`."""
+  slot = jnp.argmax(jnp.asarray(stats_steps(spec)) == step)
+  stats = layer_statistics(params, x_stats, y_stats, spec.activation, spec.task)
+  stats["stats_loss"] = stats.pop("loss")
+  for name, value in stats.items():
+    records[name] = records[name].at[slot].set(value.astype(x_stats.dtype))
+  return records
+
+
+def record(records: dict, params: Params, step, data: dict, stats_batch: tuple,
+           spec: TrainSpec) -> dict:
+  """Records whatever is scheduled at `step` (test metrics, per-layer statistics, or neither)."""
+  records = jax.lax.cond(jnp.any(jnp.asarray(eval_steps(spec)) == step),
+                         lambda r, p, s: record_evaluation(r, p, s, data, spec),
+                         lambda r, *_: r, records, params, step)
+  return jax.lax.cond(jnp.any(jnp.asarray(stats_steps(spec)) == step),
+                      lambda r, p, s: record_layer_statistics(r, p, s, *stats_batch, spec),
+                      lambda r, *_: r, records, params, step)
+
+
+def minibatch(data: dict, perm_N: jax.Array, step, spec: TrainSpec):
+  """(x, y) of minibatch `step`: its slice of the epoch's permutation `perm_N`."""
+  steps_per_epoch = data["x_train"].shape[0] // spec.batch_size
+  idx_B = jax.lax.dynamic_slice_in_dim(perm_N, (step % steps_per_epoch) * spec.batch_size,
+                                       spec.batch_size)
+  return data["x_train"][idx_B], data["y_train"][idx_B]
+
+
+def epoch_order(perm_N: jax.Array, data_key: jax.Array, step, n_train: int,
+                spec: TrainSpec) -> jax.Array:
+  """The permutation in use at `step`: a new epoch's at its first step, else `perm_N`.
+
+  (Drawn only at the first step of an epoch: sorting N keys every step would cost as much as
+  the training of a small network.)"""
+  steps_per_epoch = n_train // spec.batch_size
+  return jax.lax.cond(step % steps_per_epoch == 0,
+                      lambda: epoch_permutation(data_key, step // steps_per_epoch, n_train),
+                      lambda: perm_N)
+
+
+def minibatch_loss(params: Params, x, y, spec: TrainSpec) -> jax.Array:
+  return batch_loss(apply_mlp(params, x, spec.activation), y, spec.task)
+
+
+def train_step(state: TrainState, step, *, data_key, optimizer, data: dict,
+               spec: TrainSpec) -> tuple[TrainState, jax.Array]:
+  """One update on minibatch `step`; returns the new state and the minibatch loss (of the
+  parameters before the update). From its first non-finite loss on, a network's parameters and
+  optimizer state are frozen (`jnp.where`, per network: the others of a vmap are unaffected)."""
+  perm_N = epoch_order(state.perm_N, data_key, step, data["x_train"].shape[0], spec)
+  loss, grads = jax.value_and_grad(minibatch_loss)(state.params,
+                                                   *minibatch(data, perm_N, step, spec), spec)
+  diverged_step = jnp.where((state.diverged_step < 0) & ~jnp.isfinite(loss), step,
+                            state.diverged_step)
+  updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = functools.partial(jnp.where, diverged_step < 0)  # frozen from the diverged step on
+  return TrainState(jax.tree.map(keep, new_params, state.params),
+                    jax.tree.map(keep, new_opt_state, state.opt_state), perm_N, diverged_step,
+                    state.records), loss
+
+
+def mask_after_divergence(records: dict, train_loss_S, diverged_step, spec: TrainSpec) -> dict:
+  """The outputs, with everything recorded at or after the diverged step set to NaN."""
+  def after(steps_T):
+    return (diverged_step >= 0) & (steps_T >= diverged_step)
+
+  mask_eval, mask_stats = after(jnp.asarray(eval_steps(spec))), after(
+      jnp.asarray(stats_steps(spec)))
+  out = {"train_loss": jnp.where(after(jnp.arange(spec.steps + 1)), jnp.nan, train_loss_S),
+         "diverged_step": diverged_step}
+  for name, value in records.items():
+    mask = mask_eval if name.startswith("test_") else mask_stats
+    out[name] = jnp.where(mask.reshape(mask.shape + (1,) * (value.ndim - 1)), jnp.nan, value)
+  return out
+
+
 def train_network(params: Params, data_key: jax.Array, learning_rate: jax.Array,
                   data: dict[str, jax.Array], spec: TrainSpec) -> dict[str, jax.Array]:
   """Trains one network for spec.steps steps; returns the records listed in the module docstring.
 
-  The loop is a scan over chunks of `record_chunk(spec)` steps: records at the chunk's first
-  step (on the parameters after that many updates), then a scan over its training steps. The
-  final step S only records (its minibatch loss comes from a forward pass).
+  The loop is a scan over chunks of `record_chunk(spec)` steps: `record` at the chunk's first
+  step (on the parameters after that many updates), then a scan of `train_step` over its
+  steps. The final step S only records (its minibatch loss comes from a forward pass).
 
   Args:
     params: initial parameters (`init_mlp`).
@@ -188,102 +287,32 @@ def train_network(params: Params, data_key: jax.Array, learning_rate: jax.Array,
   n_train = x_train.shape[0]
   if spec.batch_size > n_train:
     raise ValueError(f"batch_size {spec.batch_size} exceeds the {n_train} training examples")
-  x_stats, y_stats = x_train[:spec.stats_batch_size], y_train[:spec.stats_batch_size]
+  stats_batch = (x_train[:spec.stats_batch_size], y_train[:spec.stats_batch_size])
   depth = params["omega_hidden"].shape[0] + 1
   optimizer = get_optimizer(spec.optimizer, learning_rate)
-  eval_np, stats_np = eval_steps(spec), stats_steps(spec)
-  eval_at, stats_at = jnp.asarray(eval_np), jnp.asarray(stats_np)
-  dtype = x_train.dtype
-  steps_per_epoch = n_train // spec.batch_size
   chunk = record_chunk(spec)
-  n_chunks = spec.steps // chunk
+  step_fn = functools.partial(train_step, data_key=data_key, optimizer=optimizer, data=data,
+                              spec=spec)
 
-  def loss_of(p, x, y):
-    return batch_loss(apply_mlp(p, x, spec.activation), y, spec.task)
+  def chunk_fn(state: TrainState, c):
+    state = state._replace(records=record(state.records, state.params, c * chunk, data,
+                                          stats_batch, spec))
+    return jax.lax.scan(step_fn, state, c * chunk + jnp.arange(chunk, dtype=jnp.int32))
 
-  def minibatch(perm_N, step):
-    idx_B = jax.lax.dynamic_slice_in_dim(perm_N, (step % steps_per_epoch) * spec.batch_size,
-                                         spec.batch_size)
-    return x_train[idx_B], y_train[idx_B]
-
-  def record_eval(records, p, step):
-    slot = jnp.argmax(eval_at == step)
-    for name, value in evaluate(p, data["x_test"], data["y_test"], spec.activation,
-                                spec.task).items():
-      records["test_" + name] = records["test_" + name].at[slot].set(value.astype(dtype))
-    return records
-
-  def record_stats(records, p, step):
-    slot = jnp.argmax(stats_at == step)
-    stats = layer_statistics(p, x_stats, y_stats, spec.activation, spec.task)
-    stats["stats_loss"] = stats.pop("loss")
-    for name, value in stats.items():
-      records[name] = records[name].at[slot].set(value.astype(dtype))
-    return records
-
-  def record(records, p, step):
-    records = jax.lax.cond(jnp.any(eval_at == step), record_eval, lambda r, *_: r,
-                           records, p, step)
-    return jax.lax.cond(jnp.any(stats_at == step), record_stats, lambda r, *_: r,
-                        records, p, step)
-
-  def train_step(carry, step):
-    p, opt_state, perm_N, diverged_step, records = carry
-    # A new epoch's permutation only at its first step: sorting N keys every step would cost as
-    # much as the training of a small network.
-    perm_N = jax.lax.cond(step % steps_per_epoch == 0,
-                          lambda: epoch_permutation(data_key, step // steps_per_epoch, n_train),
-                          lambda: perm_N)
-    loss, grads = jax.value_and_grad(loss_of)(p, *minibatch(perm_N, step))
-    diverged_step = jnp.where((diverged_step < 0) & ~jnp.isfinite(loss), step, diverged_step)
-    updates, new_opt_state = optimizer.update(grads, opt_state, p)
-    new_p = optax.apply_updates(p, updates)
-    keep = functools.partial(jnp.where, diverged_step < 0)  # frozen from the diverged step on
-    p = jax.tree.map(keep, new_p, p)
-    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-    return (p, opt_state, perm_N, diverged_step, records), loss
-
-  def chunk_fn(carry, c):
-    p, opt_state, perm_N, diverged_step, records = carry
-    records = record(records, p, c * chunk)
-    return jax.lax.scan(train_step, (p, opt_state, perm_N, diverged_step, records),
-                        c * chunk + jnp.arange(chunk, dtype=jnp.int32))
-
-  records = {"test_loss": jnp.full((eval_np.shape[0],), jnp.nan, dtype),
-             "var_h": jnp.full((stats_np.shape[0], depth), jnp.nan, dtype),
-             "var_dl_dh": jnp.full((stats_np.shape[0], depth), jnp.nan, dtype),
-             "var_dl_df": jnp.full((stats_np.shape[0], depth), jnp.nan, dtype),
-             "stats_loss": jnp.full((stats_np.shape[0],), jnp.nan, dtype)}
-  if spec.task == "classification":
-    records["test_accuracy"] = jnp.full((eval_np.shape[0],), jnp.nan, dtype)
-  carry = (params, optimizer.init(params), jnp.zeros((n_train,), jnp.int32),
-           jnp.array(-1, jnp.int32), records)
-  (p, _, perm_N, diverged_step, records), loss_CxG = jax.lax.scan(
-      chunk_fn, carry, jnp.arange(n_chunks, dtype=jnp.int32))
+  state = TrainState(params, optimizer.init(params), jnp.zeros((n_train,), jnp.int32),
+                     jnp.array(-1, jnp.int32), init_records(spec, depth, x_train.dtype))
+  state, loss_CxG = jax.lax.scan(chunk_fn, state,
+                                 jnp.arange(spec.steps // chunk, dtype=jnp.int32))
 
   # Step S: record, and the minibatch loss (no update).
   final = jnp.array(spec.steps, jnp.int32)
-  perm_N = jax.lax.cond(final % steps_per_epoch == 0,
-                        lambda: epoch_permutation(data_key, final // steps_per_epoch, n_train),
-                        lambda: perm_N)
-  loss_final = loss_of(p, *minibatch(perm_N, final))
-  diverged_step = jnp.where((diverged_step < 0) & ~jnp.isfinite(loss_final), final,
-                            diverged_step)
-  records = record(records, p, final)
+  perm_N = epoch_order(state.perm_N, data_key, final, n_train, spec)
+  loss_final = minibatch_loss(state.params, *minibatch(data, perm_N, final, spec), spec)
+  diverged_step = jnp.where((state.diverged_step < 0) & ~jnp.isfinite(loss_final), final,
+                            state.diverged_step)
+  records = record(state.records, state.params, final, data, stats_batch, spec)
   train_loss = jnp.concatenate([loss_CxG.reshape(-1), loss_final[None]])
-
-  # Everything recorded at or after the diverged step is NaN.
-  def after_divergence(steps_T):
-    return (diverged_step >= 0) & (steps_T >= diverged_step)
-
-  mask_eval, mask_stats = after_divergence(eval_at), after_divergence(stats_at)
-  out = {"train_loss": jnp.where(after_divergence(jnp.arange(spec.steps + 1)), jnp.nan,
-                                 train_loss),
-         "diverged_step": diverged_step}
-  for name, value in records.items():
-    mask = mask_eval if name.startswith("test_") else mask_stats
-    out[name] = jnp.where(mask.reshape(mask.shape + (1,) * (value.ndim - 1)), jnp.nan, value)
-  return out
+  return mask_after_divergence(records, train_loss, diverged_step, spec)
 
 
 train_network_jit = jax.jit(train_network, static_argnames=("spec",))
@@ -302,96 +331,34 @@ def train_networks(params_B: Params, data_keys_B: jax.Array, learning_rates_B: j
       params_B, data_keys_B, learning_rates_B)
 
 
-def forced_cpu_device_count() -> int | None:
-  """The CPU device count that XLA_FLAGS forces (--xla_force_host_platform_device_count=N)."""
-  found = re.findall(r"--xla_force_host_platform_device_count=(\d+)",
-                     os.environ.get("XLA_FLAGS", ""))
-  return int(found[-1]) if found else None
-
-
-def use_cpu_cores(num_devices: int | None = None) -> int:
-  """Exposes the host CPU as `num_devices` XLA devices (default: one per core this process may
-  run on, e.g. Slurm's --cpus-per-task).
-
-  XLA runs one program on one CPU core; with one device per core `run_networks` shards the
-  network axis so that every core trains its share. Must be called before any JAX computation
-  (JAX fixes the device count when its backend starts); afterwards it changes nothing. When
-  XLA_FLAGS already forces a device count (`--xla_force_host_platform_device_count=N`, as the
-  tests do), that count is kept: pick among those devices with `distributed.local_devices`.
-  Only the CPU backend is affected; GPUs and TPUs stay as they are.
-
-  Returns:
-    The number of devices JAX will use.
-  """
-  if forced_cpu_device_count() is None:
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count())
-    n = num_devices or cores or 1
-    try:
-      jax.config.update("jax_num_cpu_devices", int(n))
-    except RuntimeError:  # backend already initialized: keep what it has
-      pass
-  return len(jax.local_devices())
-
-
-def pad_networks(tree: Any, multiple: int) -> tuple[Any, int]:
-  """Pads the leading (network) axis of every leaf to a multiple of `multiple` by repeating the
-  last network; returns (padded tree, original B)."""
-  b = jax.tree.leaves(tree)[0].shape[0]
-  pad = (-b) % multiple
-  if pad:
-    tree = jax.tree.map(
-        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0), tree)
-  return tree, b
-
-
-def replicate(data: dict[str, jax.Array], devices: Sequence[Any] | None = None) -> dict:
-  """Places the data arrays on every device once (a no-op when they are already there); default:
-  all local devices (in a multi-process job each process computes on its own devices)."""
-  mesh = Mesh(np.array(devices or jax.local_devices()), ("networks",))
-  return jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+@functools.lru_cache(maxsize=32)
+def _sharded_train(spec: TrainSpec, devices: tuple) -> Any:
+  """`train_networks` over `devices`: each device trains its block of the network axis."""
+  def block(batch, data):
+    return jax.vmap(lambda p, k, lr: train_network(p, k, lr, data, spec))(*batch)
+  return parallel.sharded(block, parallel.make_mesh(devices), replicated=(1,))
 
 
 def run_networks(params_B: Params, data_keys_B: jax.Array, learning_rates_B: jax.Array,
                  data: dict[str, jax.Array], spec: TrainSpec,
                  devices: Sequence[Any] | None = None,
                  chunk: int | None = None) -> dict[str, np.ndarray]:
-  """`train_networks` with the network axis sharded over `devices` (default all local devices),
+  """`train_networks` with the network axis spread over `devices` (default all local devices),
   returned as NumPy arrays with leading axis B.
 
   With `chunk` (networks per call) smaller than B, the networks are trained `chunk` at a time:
-  every call has the same shape (the last chunk is padded), so one compiled program serves all
-  chunks, and each network's results are those of the unchunked call (networks never interact).
-  B (or the chunk) is padded to a multiple of the device count by repeating the last network
-  (the padding networks are dropped); the data is replicated on every device.
+  every call has the same shape (the last one is padded), so one compiled program serves all of
+  them (`parallel.run_in_rounds`). Networks never interact: the padding (repeats of the last
+  network) is dropped, and each network's results do not depend on its neighbours.
   """
-  devices = list(devices or jax.local_devices())
+  devices = tuple(devices or jax.local_devices())
   lrs_B = jnp.asarray(learning_rates_B, jnp.float32)
   b = lrs_B.shape[0]
   size = min(chunk or b, b)
-  size += -size % len(devices)
-  if size >= b:
-    return _run_sharded(params_B, data_keys_B, lrs_B, data, spec, devices)
-  outs = []
-  for start in range(0, b, size):
-    part = jax.tree.map(lambda a, s=start: a[s:s + size], (params_B, data_keys_B, lrs_B))
-    outs.append(_run_sharded(*pad_networks(part, size)[0], data, spec, devices))
-  return {k: np.concatenate([o[k] for o in outs])[:b] for k in outs[0]}
-
-
-def _run_sharded(params_B: Params, data_keys_B: jax.Array, lrs_B: jax.Array,
-                 data: dict[str, jax.Array], spec: TrainSpec,
-                 devices: list[Any]) -> dict[str, np.ndarray]:
-  if len(devices) == 1:
-    with jax.default_device(devices[0]):
-      out = train_networks(params_B, data_keys_B, lrs_B, data, spec)
-    return {k: np.asarray(v) for k, v in out.items()}
-  mesh = Mesh(np.array(devices), ("networks",))
-  by_network = NamedSharding(mesh, PartitionSpec("networks"))
-  (params_B, keys_B, lrs_B), b = pad_networks((params_B, data_keys_B, lrs_B), len(devices))
-  out = train_networks(jax.device_put(params_B, by_network), jax.device_put(keys_B, by_network),
-                       jax.device_put(lrs_B, by_network), replicate(data, devices), spec)
-  return {k: np.asarray(v)[:b] for k, v in out.items()}
+  block = -(-size // len(devices))
+  mesh = parallel.make_mesh(devices)
+  return parallel.run_in_rounds(_sharded_train(spec, devices), (params_B, data_keys_B, lrs_B),
+                                (parallel.replicate(data, mesh),), block=block, mesh=mesh)
 
 
 def init_networks(keys_B: jax.Array, weight_init: Any, *, input_dim: int, width: int, depth: int,
@@ -410,39 +377,3 @@ def init_networks(keys_B: jax.Array, weight_init: Any, *, input_dim: int, width:
 def stack_params(params_list: list[Params]) -> Params:
   """Stacks same-shaped parameter pytrees on a new leading axis."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params_list)
-
-
-# ----------------------------------------------------------------------------------------------
-# Summaries of one network's records (host side, NumPy).
-
-def final_train_loss(train_loss_S: np.ndarray) -> float:
-  """Mean minibatch loss over the last FINAL_LOSS_FRACTION of the steps (NaN if diverged)."""
-  train_loss_S = np.asarray(train_loss_S, np.float64)
-  window = max(1, int(math.ceil(FINAL_LOSS_FRACTION * (train_loss_S.shape[0] - 1))))
-  return float(np.mean(train_loss_S[-window:]))
-
-
-def stall_reference(task: str, num_classes: int | None, initial_loss: float) -> float:
-  """The loss a stalled network sits at: ln(num_classes) (classification) or the initial loss."""
-  if task == "classification":
-    return math.log(num_classes)
-  return float(initial_loss)
-
-
-def is_stalled(final_loss: float, reference: float, diverged: bool) -> bool:
-  """Stalled: not diverged, and the final loss is above (1 - STALL_TOLERANCE) * reference, i.e.
-  the loss fell by less than 1% from the reference (see `stall_reference`)."""
-  return (not diverged) and bool(final_loss > (1.0 - STALL_TOLERANCE) * reference)
-
-
-def steps_to_threshold(train_loss_S: np.ndarray, threshold: float,
-                       window: int = THRESHOLD_WINDOW) -> int | None:
-  """First step s whose trailing mean of `window` minibatch losses (steps s-window+1..s) is at
-  most `threshold`; None if never (NaN losses never count)."""
-  loss = np.asarray(train_loss_S, np.float64)
-  if loss.shape[0] < window:
-    window = loss.shape[0]
-  csum = np.concatenate([[0.0], np.cumsum(loss)])
-  mean = (csum[window:] - csum[:-window]) / window  # mean[j] = mean of loss[j..j+window-1]
-  hits = np.nonzero(mean <= threshold)[0]
-  return int(hits[0] + window - 1) if hits.size else None

@@ -28,7 +28,7 @@ Sections:
 2. Training: S networks (depth 30, width 100, minibatch 100, MNIST-1D-shaped random data, SGD with
    momentum) trained for T steps by `initjax.training.train_networks` (vmapped) against the same
    networks trained one after another by `initjax.training.train_network_jit`, and by
-   `training.run_networks` with one XLA device per core (`training.use_cpu_cores`, as the sweep
+   `training.run_networks` with one XLA device per core (`parallel.use_cpu_cores`, as the sweep
    runs). Runs in a subprocess: the device count is fixed when JAX starts.
 3. Compile time of the propagation and training programs at depth 10, 50 and 200 (caches
    cleared before every compilation; never included in a throughput).
@@ -467,8 +467,8 @@ def bench_matmul(cfg: dict) -> dict:
 # Training (runs in a child process: the device count is fixed when JAX starts).
 
 def training_child(cfg: dict) -> dict:
-  from initjax import training  # pylint: disable=import-outside-toplevel
-  n_devices = training.use_cpu_cores()
+  from initjax import parallel, training  # pylint: disable=import-outside-toplevel
+  n_devices = parallel.use_cpu_cores()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   t = cfg["train"]
@@ -523,20 +523,20 @@ def bench_compile(cfg: dict, log) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from initjax import propagation, training  # pylint: disable=import-outside-toplevel
+  from initjax.initializers import get_initializer  # pylint: disable=import-outside-toplevel
   t = cfg["train"]
   out = {"propagation": {}, "training": {}}
   for depth in cfg["compile_depths"]:
     spec = propagation.NetworkSpec(input_dim=cfg["input_dim"], width=cfg["width"], depth=depth,
                                    batch_size=cfg["compile_batch"])
-    keys = jax.random.split(jax.random.key(0), 4)
+    he = get_initializer("he_normal")
+    one_seed = jax.jit(lambda k, spec=spec: propagation.network_statistics(
+        *propagation.network_for_seed(k, spec, he, 1.0, jnp.float32), "relu", log_space=True))
     times = []
     for _ in range(cfg["compile_repeats"]):
       jax.clear_caches()
-      propagation._executable.cache_clear()  # pylint: disable=protected-access
-      propagation._compiled.cache_clear()  # pylint: disable=protected-access
       start = time.perf_counter()
-      propagation._executable(spec, "he_normal", "float32", 1, True,  # pylint: disable=protected-access
-                              tuple(keys.shape), keys.dtype)
+      one_seed.lower(jax.random.key(0)).compile()
       times.append(time.perf_counter() - start)
     out["propagation"][str(depth)] = {"median_s": float(np.median(times)), "all_s": times}
     tspec = training.TrainSpec(steps=10, batch_size=t["batch"], eval_every=10, stats_every=10,
@@ -578,8 +578,7 @@ def memory_child(cfg: dict) -> dict:
   finite = bool(all(np.isfinite(v).all() for v in out.values()))
   return {"num_seeds": m["num_seeds"], "batch_size": m["batch_size"], "depth": cfg["depth"],
           "width": cfg["width"], "seed_chunk": propagation.default_seed_chunk(spec),
-          "parallel_streams": propagation._parallel_streams(  # pylint: disable=protected-access
-              m["num_seeds"]),
+          "devices": jax.local_device_count(),
           "peak_rss_gb": _vm_hwm_gb(), "peak_rss_gb_after_imports": hwm_before,
           "ru_maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
           "ru_maxrss_note": ("Linux keeps the parent's resident size at fork in the child's "
@@ -731,7 +730,7 @@ def print_table(res: dict, cfg: dict) -> None:
   mem = res.get("memory", {})
   if mem and "error" not in mem:
     print(f"\nMemory: {mem['num_seeds']} seeds (N={mem['batch_size']}, chunk {mem['seed_chunk']},"
-          f" {mem['parallel_streams']} streams): peak RSS {mem['peak_rss_gb']:.2f} GB "
+          f" {mem['devices']} devices): peak RSS {mem['peak_rss_gb']:.2f} GB "
           f"({mem['peak_rss_gb_after_imports']:.2f} GB after imports), "
           f"{mem['wall_s_including_compile']:.1f} s including compile")
   elif mem:
@@ -808,8 +807,11 @@ def main(argv=None) -> int:
 
 
 def _setup_jax() -> None:
-  """No persistent compilation cache (compile times must be real compilations)."""
+  """One XLA device per CPU core (as the experiments run); no persistent compilation cache
+  (compile times must be real compilations)."""
   import jax  # pylint: disable=import-outside-toplevel
+  from initjax import parallel  # pylint: disable=import-outside-toplevel
+  parallel.use_cpu_cores()
   try:
     jax.config.update("jax_enable_compilation_cache", False)
   except (AttributeError, KeyError):

@@ -19,7 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from initjax import sweep
+from initjax.sweep.group import CSV_COLUMNS
+from initjax.sweep.summary import format_summary_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 grid points (2 inits x 3 depths) in 3 compiled groups, 4 seeds each.
@@ -79,7 +80,7 @@ def _summary_table(out):
   for row in table:  # NaN is null in JSON
     for k in ("median_final_train_loss", "test_accuracy_mean", "test_accuracy_std"):
       row[k] = float("nan") if row[k] is None else row[k]
-  return sweep.format_summary_table(table)
+  return format_summary_table(table)
 
 
 def _assert_same_results(out_a, out_b):
@@ -94,7 +95,7 @@ def reference(tmp_path_factory, env):
   out = str(tmp_path_factory.mktemp("reference"))
   proc = _sweep(_flags(num_devices=1), out, env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "task 0 of 1: 6 of 6 grid points in 3 compiled groups" in proc.stdout
+  assert "task 0 of 1: 6 of 6 grid points in 3 compiled groups" in proc.stderr  # absl log
   for name in ("results.csv", "summary.json", "loss_curves.png", "gradient_variance.png",
                "sweep_config.json"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
@@ -157,12 +158,12 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, env, reference, s
       assert stored["point_id"] == name[:-5] and stored["summary"]["num_seeds"] == 4
     else:
       rows = _read_rows(path)
-      assert list(rows[0]) == list(sweep.CSV_COLUMNS)
+      assert list(rows[0]) == list(CSV_COLUMNS)
       assert {r["point_id"] for r in rows} == {name[:-4]}
       assert rows[-1]["metric"] == "final_test_accuracy" and rows[-1]["seed"] == "3"
   proc = _sweep(_flags(num_devices=1), out, env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"skipping {len(finished)} finished points" in proc.stdout
+  assert f"skipping {len(finished)} finished points" in proc.stderr
   _assert_same_results(reference, out)
 
 
@@ -180,7 +181,7 @@ def test_changed_settings_fail_and_overwrite_recomputes(tmp_path, env, reference
   assert mtimes() == before
   proc = _sweep(_flags(num_devices=1, depths=1, overwrite="true"), out, env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "skipping" not in proc.stdout
+  assert "skipping" not in proc.stderr
   after = mtimes()
   redone = sorted(n for n in after if after[n] != before[n])
   assert redone == sorted(f"{i}-d1-w8-relu-sgd-lr0.01.{e}" for i in ("he_normal", "xavier_normal")
@@ -196,8 +197,8 @@ def test_four_fake_devices_and_seed_chunks_equal_one_device(tmp_path, env, refer
   env4 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
   proc = _sweep(_flags(depths=1, seed_chunk=4), out, env4)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "on 4 cpu device(s)" in proc.stdout
-  assert "2 chunk(s) of 4 networks" in proc.stdout  # 2 points x 4 seeds, 4 at a time
+  assert "on 4 cpu device(s)" in proc.stderr
+  assert "2 chunk(s) of 4 networks" in proc.stderr  # 2 points x 4 seeds, 4 at a time
   for init in ("he_normal", "xavier_normal"):
     name = f"{init}-d1-w8-relu-sgd-lr0.01.csv"
     _assert_same_rows(_read_rows(os.path.join(reference, "points", name)),

@@ -10,7 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from initjax import distributed, sweep
+from experiments import cli
+from initjax.errors import ConfigError
+from initjax.optimizers import optimizer_names
+from initjax.sweep import grid, group, store, summary
+from initjax.sweep.config import SweepConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +60,7 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
   assert summary["config"]["learning_rates"] == {"momentum": [0.01, 0.1]}
   assert summary["config"]["output_dir"] == str(out)
   assert len(summary["summary"]) == 4
-  assert "final loss" in proc.stdout and "group 1 of 1" in proc.stdout
+  assert "final loss" in proc.stdout and "group 1 of 1" in proc.stderr  # results; progress log
 
 
 @pytest.mark.parametrize("flag,value", [
@@ -82,16 +86,16 @@ def test_bad_flags_fail_with_one_line(tmp_path, flag, value):
 
 
 def test_grid_and_groups():
-  config = sweep.SweepConfig(inits=("he_normal", "xavier_normal"), depths=(2, 3),
-                             optimizers=("momentum", "adam"),
-                             learning_rates=(("momentum", (0.01, 0.1)),))
-  points = sweep.expand_grid(config)
+  config = SweepConfig(inits=("he_normal", "xavier_normal"), depths=(2, 3),
+                       optimizers=("momentum", "adam"),
+                       learning_rates=(("momentum", (0.01, 0.1)),))
+  points = grid.expand_grid(config)
   assert len(points) == 2 * 2 * (2 + 1)
   ids = [p.point_id for p in points]
   assert len(set(ids)) == len(ids)
   assert "he_normal-d2-w100-relu-momentum-lr0.01" in ids
   assert "xavier_normal-d3-w100-relu-adam-lr0.001" in ids  # adam's default learning rate
-  groups = sweep.group_points(points)
+  groups = grid.group_points(points)
   assert len(groups) == 4
   for g in groups:
     assert len({p.group_key for p in g}) == 1
@@ -100,12 +104,12 @@ def test_grid_and_groups():
 
 def test_keys_are_paired_and_stable():
   key = jax.random.PRNGKey(0)
-  he = sweep.GridPoint("he_normal", 30, 100, "relu", "momentum", 0.01)
-  xavier = sweep.GridPoint("xavier_normal", 30, 100, "relu", "adam", 0.001)
-  other_depth = sweep.GridPoint("he_normal", 10, 100, "relu", "momentum", 0.01)
-  init_he, data_he = sweep.point_keys(key, he, 3)
-  init_xa, data_xa = sweep.point_keys(key, xavier, 3)
-  init_d10, data_d10 = sweep.point_keys(key, other_depth, 3)
+  he = grid.GridPoint("he_normal", 30, 100, "relu", "momentum", 0.01)
+  xavier = grid.GridPoint("xavier_normal", 30, 100, "relu", "adam", 0.001)
+  other_depth = grid.GridPoint("he_normal", 10, 100, "relu", "momentum", 0.01)
+  init_he, data_he = grid.point_keys(key, he, 3)
+  init_xa, data_xa = grid.point_keys(key, xavier, 3)
+  init_d10, data_d10 = grid.point_keys(key, other_depth, 3)
   np.testing.assert_array_equal(data_he, data_xa)  # same minibatch order for every point
   np.testing.assert_array_equal(data_he, data_d10)
   np.testing.assert_array_equal(init_he, init_xa)  # same draws across inits/optimizers
@@ -116,60 +120,60 @@ def test_keys_are_paired_and_stable():
 
 def test_parse_learning_rates():
   opts = ("momentum", "adam")
-  assert sweep.parse_learning_rates([], opts) == ()
-  assert sweep.parse_learning_rates(["momentum:0.01", "adam:1e-3"], opts) == (
-      ("momentum", (0.01,)), ("adam", (0.001,)))
-  assert sweep.parse_learning_rates(["0.1", "adam:0.5"], opts) == (
-      ("momentum", (0.1,)), ("adam", (0.1, 0.5)))
+  parse = lambda entries: cli.parse_learning_rates(entries, opts, optimizer_names())
+  assert parse([]) == ()
+  assert parse(["momentum:0.01", "adam:1e-3"]) == (("momentum", (0.01,)), ("adam", (0.001,)))
+  assert parse(["0.1", "adam:0.5"]) == (("momentum", (0.1,)), ("adam", (0.1, 0.5)))
   for bad in (["-1"], ["momentum:0"], ["nope:0.1"], ["sgd:0.1"], ["momentum:x"]):
-    with pytest.raises(sweep.ConfigError) as e:
-      sweep.parse_learning_rates(bad, opts)
-    assert e.value.field == "learning_rates"
-  config = sweep.SweepConfig()
+    with pytest.raises(cli.UsageError) as e:
+      parse(bad)
+    assert e.value.flag == "learning_rates"
+  config = SweepConfig()
   assert config.learning_rates_for("momentum") == (0.01,)
   assert config.learning_rates_for("adam") == (0.001,)
 
 
-def test_check_config_names_the_field():
+def test_config_checks_itself_and_names_the_field():
   # The entry point turns ConfigError(field) into a one-line "--field: ..." error.
   for field, value in (("inits", ("nope",)), ("activations", ("swish9",)), ("num_seeds", 0),
                        ("loss_threshold", -1.0), ("batch_size", 5000), ("steps", 0),
                        ("depths", (0,)), ("optimizers", ()), ("dataset", "x")):
-    with pytest.raises(sweep.ConfigError) as e:
-      sweep.check_config(sweep.SweepConfig(**{field: value}))
+    with pytest.raises(ConfigError) as e:
+      SweepConfig(**{field: value})
     assert e.value.field == field
-  assert sweep.check_config(sweep.SweepConfig()) == sweep.SweepConfig()
+  default = SweepConfig()
+  assert SweepConfig.from_dict(default.to_dict()).to_dict() == default.to_dict()
 
 
 @pytest.mark.parametrize("num_tasks", [1, 2, 3, 4, 9])
 def test_task_points_partition_the_grid(num_tasks):
-  config = sweep.SweepConfig(depths=(2, 10, 30), optimizers=("momentum", "adam"),
-                             learning_rates=(("momentum", (0.01, 0.1)),))
-  grid = sweep.expand_grid(config)
-  shares = [sweep.task_points(config, t, num_tasks) for t in range(num_tasks)]
+  config = SweepConfig(depths=(2, 10, 30), optimizers=("momentum", "adam"),
+                       learning_rates=(("momentum", (0.01, 0.1)),))
+  points = grid.expand_grid(config)
+  shares = [grid.task_points(config, t, num_tasks) for t in range(num_tasks)]
   ids = [p.point_id for share in shares for group in share for p in group]
-  assert sorted(ids) == sorted(p.point_id for p in grid)        # every point exactly once
-  assert shares == [sweep.task_points(config, t, num_tasks) for t in range(num_tasks)]
+  assert sorted(ids) == sorted(p.point_id for p in points)        # every point exactly once
+  assert shares == [grid.task_points(config, t, num_tasks) for t in range(num_tasks)]
   for share in shares:
     assert all(len({p.group_key for p in g}) == 1 for g in share)  # one compile per group
     assert len({g[0].group_key for g in share}) == len(share)
-  if num_tasks <= len(grid):
+  if num_tasks <= len(points):
     assert all(shares)                                           # nobody idles
   if num_tasks == 1:
-    assert shares[0] == sweep.group_points(grid)
+    assert shares[0] == grid.group_points(points)
 
 
 def test_few_groups_are_cut_many_are_kept_whole():
-  config = sweep.SweepConfig(depths=(10, 30))  # 4 groups of 2 points; depth 30 costs ~9x more
-  units = sweep.work_units(config, 4)
+  config = SweepConfig(depths=(10, 30))  # 4 groups of 2 points; depth 30 costs ~9x more
+  units = grid.work_units(config, 4)
   assert [(u[0].depth, len(u)) for u in units] == [(10, 2), (10, 2), (30, 1), (30, 1), (30, 1),
                                                    (30, 1)]
-  assert all(len(u) == 2 for u in sweep.work_units(config, 1))
+  assert all(len(u) == 2 for u in grid.work_units(config, 1))
 
 
 def _fake_result(config, point, rng):
-  spec = sweep.train_spec(config, point.activation, point.optimizer, "classification")
-  eval_at, stats_at = sweep.training.eval_steps(spec), sweep.training.stats_steps(spec)
+  spec = group.train_spec(config, point.activation, point.optimizer, "classification")
+  eval_at, stats_at = group.training.eval_steps(spec), group.training.stats_steps(spec)
   n, t, k = config.num_seeds, len(stats_at), point.depth
   records = {"train_loss": rng.uniform(1, 3, (n, config.steps + 1)).astype(np.float32),
              "test_loss": rng.uniform(1, 3, (n, len(eval_at))).astype(np.float32),
@@ -180,22 +184,22 @@ def _fake_result(config, point, rng):
              "var_dl_df": rng.uniform(0, 1, (n, t, k)).astype(np.float32),
              "diverged_step": np.array([-1] * (n - 1) + [7], np.int32)}
   records["train_loss"][-1, 7:] = np.nan
-  per_seed = sweep.seed_summaries(records, config, "classification", 10)
-  return sweep.PointResult(point, records, eval_at, stats_at,
-                           sweep.point_rows(point, records, per_seed, eval_at, stats_at, config),
-                           sweep.point_summary(point, per_seed))
+  per_seed = summary.seed_summaries(records, config.loss_threshold, "classification", 10)
+  return group.PointResult(point, records, eval_at, stats_at,
+                           group.point_rows(point, records, per_seed, eval_at, stats_at, config),
+                           summary.point_summary(point, per_seed))
 
 
 def test_point_files_round_trip_and_changed_settings(tmp_path):
-  config = sweep.SweepConfig(depths=(3,), widths=(8,), num_seeds=3, steps=20, eval_every=10,
-                             stats_every=10, log_every=5)
-  point = sweep.expand_grid(config)[0]
+  config = SweepConfig(depths=(3,), widths=(8,), num_seeds=3, steps=20, eval_every=10,
+                       stats_every=10, log_every=5)
+  point = grid.expand_grid(config)[0]
   result = _fake_result(config, point, np.random.default_rng(0))
   out = str(tmp_path)
-  assert sweep.point_state(out, config, point) == ("missing", {})
-  sweep.write_point(out, config, result)
-  assert sweep.point_state(out, config, point) == ("done", {})
-  loaded = sweep.load_point(out, config, point)
+  assert store.point_state(out, config, point) == ("missing", {})
+  store.write_point(out, config, result)
+  assert store.point_state(out, config, point) == ("done", {})
+  loaded = store.load_point(out, config, point)
   same = lambda a, b: a == b and type(a) is type(b) or (a != a and b != b)  # NaN != NaN
   assert len(loaded.rows) == len(result.rows)
   assert all(r.keys() == s.keys() and all(same(r[k], s[k]) for k in r)
@@ -207,16 +211,22 @@ def test_point_files_round_trip_and_changed_settings(tmp_path):
   for name in ("test_loss", "test_accuracy", "var_h", "var_dl_dh", "var_dl_df", "diverged_step"):
     np.testing.assert_array_equal(loaded.records[name], result.records[name])
   changed = dataclasses.replace(config, steps=30, num_seeds=4)
-  state, diff = sweep.point_state(out, changed, point)
+  state, diff = store.point_state(out, changed, point)
   assert state == "differs" and diff == {"num_seeds": (3, 4), "steps": (20, 30)}
-  assert sweep.point_state(out, dataclasses.replace(config, depths=(3, 5)), point)[0] == "done"
-  os.unlink(sweep.point_paths(out, point.point_id)[0])    # a JSON without its CSV: not done
-  assert sweep.point_state(out, config, point) == ("missing", {})
+  assert store.point_state(out, dataclasses.replace(config, depths=(3, 5)), point)[0] == "done"
+  os.unlink(store.point_paths(out, point.point_id)[0])    # a JSON without its CSV: not done
+  assert store.point_state(out, config, point) == ("missing", {})
 
 
-def test_chunk_size_fits_memory_and_devices():
-  cpu = [type("Device", (), {"platform": "cpu"})()] * 4
-  assert distributed.chunk_size(100, 1e6, cpu, available_bytes=1e12) == 100
-  assert distributed.chunk_size(10, 1e6, cpu, available_bytes=1e12) == 12   # padded to 4s
-  assert distributed.chunk_size(100, 1e6, cpu, available_bytes=2.2e7) == 8  # 11 fit -> 8
-  assert distributed.chunk_size(100, 1e9, cpu, available_bytes=1e6) == 4    # >= 1 per device
+def test_summary_helpers():
+  loss = np.array([2.3] * 20 + [1.0] * 21)
+  assert summary.steps_to_threshold(loss, 1.5, window=1) == 20
+  assert summary.steps_to_threshold(loss, 1.5, window=10) == 26  # trailing mean crosses later
+  assert summary.steps_to_threshold(loss, 0.5) is None
+  assert summary.final_train_loss(loss) == pytest.approx(1.0)
+  ref = summary.stall_reference("classification", 10, initial_loss=3.0)
+  assert ref == pytest.approx(np.log(10))
+  assert summary.is_stalled(2.30, ref, diverged=False)
+  assert not summary.is_stalled(2.0, ref, diverged=False)
+  assert not summary.is_stalled(np.nan, ref, diverged=True)
+  assert summary.stall_reference("regression", None, initial_loss=3.0) == 3.0

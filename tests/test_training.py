@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from initjax import training
+from initjax import parallel, training
 from initjax.optimizers import get_optimizer, optimizer_names
 
 INPUT_DIM, WIDTH, DEPTH, CLASSES = 6, 8, 3, 4
@@ -136,13 +136,13 @@ def test_one_compiled_program_for_inits_learning_rates_and_seeds(batched):
   assert training.train_networks._cache_size() == size  # pylint: disable=protected-access
 
 
-def test_pad_networks():
+def test_pad_leading():
   nets = _stack(_networks(["he_normal", "xavier_normal", "he_normal"]))
   lrs = jnp.array([0.01, 0.02, 0.03])
-  (padded, padded_lrs), b = training.pad_networks((nets, lrs), 2)
+  (padded, padded_lrs), b = parallel.pad_leading((nets, lrs), 2)
   assert b == 3 and padded_lrs.shape == (4,) and float(padded_lrs[3]) == pytest.approx(0.03)
   np.testing.assert_array_equal(padded["omega_0"][3], nets["omega_0"][2])
-  same, b = training.pad_networks((nets, lrs), 3)
+  same, b = parallel.pad_leading((nets, lrs), 3)
   assert b == 3 and same[1].shape == (3,)
 
 
@@ -161,20 +161,6 @@ def test_regression_task_records_no_accuracy():
   out = training.train_network_jit(_one(net), jax.random.PRNGKey(1), 1e-2, data, spec)
   assert "test_accuracy" not in out
   assert out["train_loss"][-1] < out["train_loss"][0]
-
-
-def test_summary_helpers():
-  loss = np.array([2.3] * 20 + [1.0] * 21)
-  assert training.steps_to_threshold(loss, 1.5, window=1) == 20
-  assert training.steps_to_threshold(loss, 1.5, window=10) == 26  # trailing mean crosses later
-  assert training.steps_to_threshold(loss, 0.5) is None
-  assert training.final_train_loss(loss) == pytest.approx(1.0)
-  ref = training.stall_reference("classification", 10, initial_loss=3.0)
-  assert ref == pytest.approx(np.log(10))
-  assert training.is_stalled(2.30, ref, diverged=False)
-  assert not training.is_stalled(2.0, ref, diverged=False)
-  assert not training.is_stalled(np.nan, ref, diverged=True)
-  assert training.stall_reference("regression", None, initial_loss=3.0) == 3.0
 
 
 def test_bad_train_spec():
@@ -206,3 +192,26 @@ def test_get_optimizer_errors():
     with pytest.raises(ValueError, match="> 0"):
       get_optimizer("adam", lr)
   assert isinstance(get_optimizer("momentum", 0.1), optax.GradientTransformation)
+
+
+def test_train_step_is_one_optax_update_and_freezes_after_a_non_finite_loss():
+  net = _one(_networks(["he_normal"])[0])
+  optimizer = get_optimizer("sgd", 0.1)
+  state = training.TrainState(net, optimizer.init(net), jnp.arange(64, dtype=jnp.int32),
+                              jnp.array(-1, jnp.int32), {})
+  key = jax.random.PRNGKey(3)
+  step = jax.jit(lambda s, i: training.train_step(s, i, data_key=key, optimizer=optimizer,
+                                                  data=DATA, spec=SPEC))
+  new, loss = step(state, jnp.int32(1))   # step 1: not an epoch start, keeps the given order
+  x, y = DATA["x_train"][16:32], DATA["y_train"][16:32]
+  manual_loss, grads = jax.value_and_grad(training.minibatch_loss)(net, x, y, SPEC)
+  np.testing.assert_allclose(loss, manual_loss, rtol=1e-6)
+  for name in net:
+    np.testing.assert_allclose(new.params[name], net[name] - 0.1 * grads[name], rtol=1e-5,
+                               atol=1e-7)
+  assert int(new.diverged_step) == -1
+  bad = state._replace(params={**net, "omega_out": net["omega_out"] * jnp.inf})
+  frozen, loss = step(bad, jnp.int32(1))
+  assert not np.isfinite(float(loss)) and int(frozen.diverged_step) == 1
+  for name in net:
+    np.testing.assert_array_equal(frozen.params[name], bad.params[name])

@@ -1,0 +1,119 @@
+"""The settings of a training sweep, checked once, on construction."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from initjax import data as data_lib
+from initjax.activations import activation_names
+from initjax.errors import ConfigError
+from initjax.initializers import initializer_names
+from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+
+
+def _check_names(field: str, values, allowed) -> None:
+  if not values:
+    raise ConfigError(field, f"needs at least one of: {', '.join(allowed)}")
+  for v in values:
+    if v not in allowed:
+      raise ConfigError(field, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ConfigError(field, f"must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_learning_rate(lr: Any) -> None:
+  if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    raise ConfigError("learning_rates", f"learning rates must be finite numbers > 0; got {lr}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """Every setting of a sweep; the entry point's flags, one to one.
+
+  learning_rates: ((optimizer, (lr, ...)), ...); an optimizer missing from it uses
+  `initjax.optimizers.DEFAULT_LEARNING_RATES` (momentum 0.01, adam 0.001, ...).
+
+  Raises:
+    ConfigError(field, message listing what is allowed) on construction.
+  """
+  inits: tuple[str, ...] = ("he_normal", "xavier_normal")
+  depths: tuple[int, ...] = (10, 30)
+  widths: tuple[int, ...] = (100,)
+  activations: tuple[str, ...] = ("relu",)
+  optimizers: tuple[str, ...] = ("momentum", "adam")
+  learning_rates: tuple[tuple[str, tuple[float, ...]], ...] = ()
+  num_seeds: int = 8
+  steps: int = 1000
+  batch_size: int = 100
+  dataset: str = "mnist1d"
+  seed: int = 0
+  log_every: int = 10
+  eval_every: int = 100
+  stats_every: int = 250
+  stats_batch_size: int = 256
+  loss_threshold: float = 1.5
+  data_dir: str = ""
+
+  def __post_init__(self):
+    for field in ("inits", "depths", "widths", "activations", "optimizers"):
+      object.__setattr__(self, field, tuple(getattr(self, field)))
+    object.__setattr__(self, "learning_rates", tuple(
+        (o, tuple(lrs)) for o, lrs in self.learning_rates))
+    _check_names("inits", self.inits, initializer_names())
+    _check_names("activations", self.activations, activation_names())
+    _check_names("optimizers", self.optimizers, optimizer_names())
+    _check_names("dataset", [self.dataset], data_lib.dataset_names())
+    for field in ("depths", "widths"):
+      values = getattr(self, field)
+      if not values:
+        raise ConfigError(field, "needs at least one value")
+      for v in values:
+        _check_int(field, v, 1)
+    for optimizer, lrs in self.learning_rates:
+      if optimizer not in self.optimizers:
+        raise ConfigError("learning_rates", f"optimizer {optimizer!r} is not in --optimizers "
+                          f"({', '.join(self.optimizers)})")
+      for lr in lrs:
+        _check_learning_rate(lr)
+    for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
+                  "stats_batch_size"):
+      _check_int(field, getattr(self, field), 1)
+    _check_int("seed", self.seed, 0)
+    n_train = data_lib.dataset_info(self.dataset)["n_train"]
+    if self.batch_size > n_train:
+      raise ConfigError("batch_size", f"must be <= {n_train} (training examples of "
+                        f"{self.dataset}); got {self.batch_size}")
+    if not (isinstance(self.loss_threshold, (int, float)) and math.isfinite(self.loss_threshold)
+            and self.loss_threshold > 0):
+      raise ConfigError("loss_threshold",
+                        f"must be a finite number > 0; got {self.loss_threshold}")
+
+  def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
+    given = dict(self.learning_rates)
+    return tuple(given.get(optimizer, (DEFAULT_LEARNING_RATES[optimizer],)))
+
+  def to_dict(self) -> dict[str, Any]:
+    """Plain JSON-ready dict; learning_rates resolved per optimizer."""
+    d = dataclasses.asdict(self)
+    d["learning_rates"] = {o: list(self.learning_rates_for(o)) for o in self.optimizers}
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
+    """The inverse of `to_dict` (unknown keys are ignored)."""
+    if not isinstance(d, dict):
+      raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    rates = d.get("learning_rates") or {}
+    if not isinstance(rates, dict):
+      raise ConfigError("learning_rates", "must be an object {optimizer: [learning rates]}")
+    kwargs["learning_rates"] = tuple((o, tuple(float(lr) for lr in lrs))
+                                     for o, lrs in rates.items())
+    return cls(**kwargs)

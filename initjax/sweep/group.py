@@ -1,0 +1,185 @@
+"""Running one group of a sweep: every seed of every grid point that shares a compiled program,
+trained in one vmapped call, turned into tidy rows and summaries."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initjax import data as data_lib
+from initjax import distributed, parallel, propagation, training
+from initjax.sweep import summary as summary_lib
+from initjax.sweep.config import SweepConfig
+from initjax.sweep.grid import GridPoint, point_keys, stable_int
+
+CSV_COLUMNS = ("point_id", "init", "depth", "width", "activation", "optimizer", "learning_rate",
+               "seed", "step", "metric", "layer", "value")
+
+
+@dataclasses.dataclass
+class PointResult:
+  """One grid point: its records (NumPy, leading axis = seed index), tidy rows and summary."""
+  point: GridPoint
+  records: dict[str, np.ndarray]
+  eval_steps: np.ndarray
+  stats_steps: np.ndarray
+  rows: list[dict[str, Any]]
+  summary: dict[str, Any]
+
+
+def load_data(config: SweepConfig) -> dict[str, Any]:
+  """The sweep's data set (the teacher-student teacher is drawn from --seed)."""
+  if config.dataset == "teacher_student":
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stable_int("dataset"))
+    return data_lib.get_dataset("teacher_student", key=key)
+  return data_lib.get_dataset(config.dataset, data_dir=config.data_dir or None)
+
+
+def train_spec(config: SweepConfig, activation: str, optimizer: str,
+               task: str) -> training.TrainSpec:
+  """The static training settings shared by one group."""
+  return training.TrainSpec(activation=activation, optimizer=optimizer, steps=config.steps,
+                            batch_size=config.batch_size, task=task,
+                            eval_every=config.eval_every, stats_every=config.stats_every,
+                            stats_batch_size=config.stats_batch_size)
+
+
+def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_seeds: int,
+                   seed: int) -> dict[str, float]:
+  """Signal propagation at initialization of a grid point's network, from `initjax.propagation`.
+
+  The book's setting (standard-normal inputs of the data's dimension, least-squares loss with
+  y = 0, 100 inputs per network) over `num_seeds` random networks: the change of log10 variance
+  per layer, forward (Var[h_k]) and backward (Var[dl/dh_k], towards the input), measured (median
+  over the networks) and predicted by `initjax.theory`. Negative backward = vanishing gradients.
+  """
+  return dict(_signal_at_init(point.init, point.width, point.depth, point.activation,
+                              input_dim, output_dim, num_seeds, seed))
+
+
+@functools.lru_cache(maxsize=256)
+def _signal_at_init(init: str, width: int, depth: int, activation: str, input_dim: int,
+                    output_dim: int, num_seeds: int, seed: int) -> tuple:
+  spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
+                                 output_dim=output_dim, activation=activation, batch_size=100)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
+  out = propagation.measure(key, spec, weight_init=init, num_seeds=num_seeds)
+  pred = propagation.theory_for(spec, init, 1.0)
+  slopes = propagation.layer_slopes(depth, {q: v[0] for q, v in out.items()}, pred.as_dict())
+  return tuple(sorted(slopes.items()))
+
+
+def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[str, np.ndarray],
+               eval_at: np.ndarray, stats_at: np.ndarray, config: SweepConfig) -> list[dict]:
+  """Tidy rows: train_loss every log_every steps (and the last step), test metrics, per-layer
+  statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df), and per-seed
+  summaries (step empty; steps_to_threshold empty = never)."""
+  base = {"point_id": point.point_id, **dataclasses.asdict(point)}
+  steps = config.steps
+  log_at = sorted(set(range(0, steps + 1, config.log_every)) | {steps})
+  rows = []
+  n = records["train_loss"].shape[0]
+  depth = point.depth
+  layers = {"var_h": range(1, depth + 1), "var_dl_dh": range(1, depth + 1),
+            "var_dl_df": range(0, depth)}
+  for s in range(n):
+    seed_base = {**base, "seed": s}
+    for step in log_at:
+      rows.append({**seed_base, "step": step, "metric": "train_loss", "layer": None,
+                   "value": float(records["train_loss"][s, step])})
+    for metric in ("test_loss", "test_accuracy"):
+      if metric in records:
+        for j, step in enumerate(eval_at):
+          rows.append({**seed_base, "step": int(step), "metric": metric, "layer": None,
+                       "value": float(records[metric][s, j])})
+    for j, step in enumerate(stats_at):
+      rows.append({**seed_base, "step": int(step), "metric": "stats_loss", "layer": None,
+                   "value": float(records["stats_loss"][s, j])})
+      for metric, ks in layers.items():
+        for i, k in enumerate(ks):
+          rows.append({**seed_base, "step": int(step), "metric": metric, "layer": k,
+                       "value": float(records[metric][s, j, i])})
+    for metric, values in per_seed.items():
+      value = values[s]
+      rows.append({**seed_base, "step": None, "metric": metric, "layer": None,
+                   "value": float(value) if metric != "diverged_step" else int(value)})
+  return rows
+
+
+def point_result(point: GridPoint, records: dict[str, np.ndarray], config: SweepConfig,
+                 spec: training.TrainSpec, data: dict[str, Any]) -> PointResult:
+  """A grid point's records turned into tidy rows and its summary (with `signal_at_init`)."""
+  eval_at, stats_at = training.eval_steps(spec), training.stats_steps(spec)
+  per_seed = summary_lib.seed_summaries(records, config.loss_threshold, data["task"],
+                                        data["num_classes"])
+  signal = signal_at_init(point, input_dim=int(data["x_train"].shape[1]),
+                          output_dim=data["output_dim"], num_seeds=config.num_seeds,
+                          seed=config.seed)
+  return PointResult(point=point, records=records, eval_steps=eval_at, stats_steps=stats_at,
+                     rows=point_rows(point, records, per_seed, eval_at, stats_at, config),
+                     summary={**summary_lib.point_summary(point, per_seed),
+                              "signal_at_init": signal})
+
+
+def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepConfig,
+              key: jax.Array, devices: Sequence[Any] | None = None,
+              chunk: int | None = None) -> dict[str, PointResult]:
+  """Trains every seed of every point of one group in one vmapped, jit-compiled program.
+
+  Args:
+    points: grid points sharing depth, width, activation and optimizer (`group_points`); any
+      subset of a group gives the same per-point results.
+    data: a data dict (`initjax.data`).
+    config: the sweep config.
+    key: the sweep's root key, PRNGKey(config.seed).
+    devices: the devices the networks are spread over (default: all local devices).
+    chunk: networks per call (default: all at once); see `training.run_networks`.
+  """
+  if len({p.group_key for p in points}) != 1:
+    raise ValueError("run_group needs points with one depth, width, activation and optimizer")
+  first = points[0]
+  spec = train_spec(config, first.activation, first.optimizer, data["task"])
+  input_dim = int(data["x_train"].shape[1])
+  params, data_keys, lrs = [], [], []
+  for p in points:
+    distributed.check_interrupted()
+    init_keys, keys = point_keys(key, p, config.num_seeds)
+    params.append(training.init_networks(init_keys, p.init, input_dim=input_dim, width=p.width,
+                                         depth=p.depth, output_dim=data["output_dim"]))
+    data_keys.append(keys)
+    lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
+  params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
+  out = training.run_networks(params_B, jnp.concatenate(data_keys), jnp.concatenate(lrs),
+                              data_lib.device_arrays(data), spec, devices=devices, chunk=chunk)
+  n = config.num_seeds
+  return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
+                                   spec, data)
+          for i, p in enumerate(points)}
+
+
+def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -> float:
+  """A generous estimate of the device memory one network needs while training (float32):
+  parameters, gradients, optimizer state and update; a step's activations and their gradients;
+  the per-layer statistics; the test-set evaluation; the epoch permutation; the records; x2."""
+  d_in, out, w, k = int(data["x_train"].shape[1]), int(data["output_dim"]), point.width, point.depth
+  n_params = d_in * w + w + (k - 1) * (w * w + w) + w * out + out
+  n_train, n_test = int(data["x_train"].shape[0]), int(data["x_test"].shape[0])
+  n_stats = len(range(0, config.steps + 1, config.stats_every)) + 1
+  floats = (6 * n_params + 4 * config.batch_size * w * k + 6 * config.stats_batch_size * w * k
+            + 3 * n_test * max(w, out) + 4 * n_train + (config.steps + 1) + 3 * n_stats * k)
+  return 2.0 * 4 * floats
+
+
+def group_chunk(points: Sequence[GridPoint], config: SweepConfig, data: dict[str, Any],
+                devices: Sequence[Any], seed_chunk: int = 0) -> int:
+  """Networks per call for a group: `seed_chunk` when given (rounded up to a multiple of the
+  device count), else as many as fit in half the available memory (`parallel.chunk_size`)."""
+  b, n = len(points) * config.num_seeds, len(devices)
+  if seed_chunk:
+    size = min(seed_chunk, b)
+    return size + (-size % n)
+  return parallel.chunk_size(b, network_bytes(points[0], config, data), devices)
