@@ -62,13 +62,15 @@ def main(argv):
                                atomic_write_json)
   if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
-  devices = parallel.use_cpu_cores(config.num_devices or None)
+  devices = jax.local_device_count()
   if config.num_devices > devices:
     raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
                          f"got {config.num_devices}")
   logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
-               "%d device(s)", len(config.sigma2) + len(config.inits), config.num_seeds,
-               config.seed_chunk or "default", config.num_devices or devices)
+               "%d worker(s) on %d device(s)", len(config.sigma2) + len(config.inits),
+               config.num_seeds, config.seed_chunk or "default",
+               len(parallel.workers(parallel.local_devices(config.num_devices or None))),
+               config.num_devices or devices)
   start = time.perf_counter()
   result = figure.run(config)
   for label, count in result["flagged"].items():

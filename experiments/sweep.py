@@ -8,18 +8,21 @@ loss_curves.png, gradient_variance.png into --output_dir. The science is in `ini
 `initjax.training`; this file only parses flags, prints the results and sets the exit status.
 
 Past one device:
-  * the seeds (networks) of a compiled group are sharded over the local devices
-    (--num_devices to use fewer; one CPU device per core, or what XLA_FLAGS forces);
+  * the seeds (networks) of a compiled group are spread over the local devices in blocks, one
+    worker thread per device (--num_devices to use fewer), or one per core on a CPU;
   * --task_index/--num_tasks (default: Slurm's SLURM_ARRAY_TASK_ID/COUNT, or the process of a
     multi-process JAX job) run one share of the grid; every grid point is written to
     --output_dir/points as soon as it is trained; a one-task run then merges them (as
     `python -m experiments.report` does after a split run);
-  * rerunning the same command skips the finished points (an interrupted run loses only the
-    group in progress); finished points computed with other settings are an error, unless
+  * rerunning the same command skips the finished points and resumes the group in progress
+    from its checkpoint; finished points computed with other settings are an error, unless
     --overwrite (recompute every point of the task);
   * --coordinator_address/--num_processes/--process_id start `jax.distributed` (Slurm with
     several tasks and Cloud TPU pods are detected without them);
-  * --seed_chunk caps the networks trained per call (default: what fits in memory).
+  * every group's training state is checkpointed (--checkpoint_every, and on SIGTERM/SIGINT):
+    a rerun resumes an interrupted group from its last checkpoint, with identical results;
+  * --seed_chunk sets the networks each worker trains per call (default: one grid point's
+    seeds, fewer if they do not fit in memory); results depend on it, not on --num_devices.
 
 --learning_rates: comma-separated entries OPTIMIZER:LR (for that optimizer; repeat to sweep
 several) or LR (for every optimizer). An optimizer without an entry uses its default
@@ -34,7 +37,7 @@ import sys
 from absl import flags
 
 from experiments import cli
-from initjax import distributed, parallel
+from initjax import checkpoints, distributed, parallel
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
 from initjax.sweep import SweepConfig, run_task
 
@@ -66,8 +69,11 @@ flags.DEFINE_float("loss_threshold", _DEFAULTS.loss_threshold,
 flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
 flags.DEFINE_string("output_dir", "out/sweep", "Where results are written.")
 flags.DEFINE_integer("num_devices", 0, "Local devices to shard the seeds over (0: all).")
-flags.DEFINE_integer("seed_chunk", 0, "Networks trained per call (0: as many as fit in half of "
-                     "the available device memory).")
+flags.DEFINE_integer("seed_chunk", 0, "Networks each worker (device, or CPU core) trains per "
+                     "call (0: one grid point's seeds, fewer if they do not fit in memory).")
+flags.DEFINE_string("checkpoint_every", "10m", "Save each group's training state every N steps "
+                    "(e.g. 200) or minutes (e.g. 10m), and always on SIGTERM/SIGINT; 0: only on "
+                    "a signal.")
 flags.DEFINE_integer("task_index", None, "This task's index in [0, --num_tasks) (default: "
                      "$SLURM_ARRAY_TASK_ID, or the JAX process index, or 0).")
 flags.DEFINE_integer("num_tasks", None, "Tasks the grid is split into (default: "
@@ -113,7 +119,6 @@ def devices_and_task() -> tuple[list, int, int]:
                            f"got {FLAGS.task_index}")
   distributed.maybe_initialize(FLAGS.coordinator_address or None, FLAGS.num_processes,
                                FLAGS.process_id)
-  parallel.use_cpu_cores(FLAGS.num_devices or None)
   try:
     devices = parallel.local_devices(FLAGS.num_devices or None)
   except ValueError as e:
@@ -128,13 +133,18 @@ def devices_and_task() -> tuple[list, int, int]:
 def main(argv):
   del argv
   config = config_from_flags()
+  try:
+    every_steps, every_minutes = checkpoints.parse_every(FLAGS.checkpoint_every)
+  except ValueError as e:
+    raise cli.UsageError("checkpoint_every", str(e)) from None
   distributed.raise_on_signals((signal.SIGINT, signal.SIGTERM))
   output_dir = FLAGS.output_dir
   try:
     devices, task_index, num_tasks = devices_and_task()
     output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
     run_task(config, output_dir, task_index, num_tasks, devices=devices,
-             seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite)
+             seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite,
+             checkpoint_steps=every_steps, checkpoint_minutes=every_minutes)
     if num_tasks > 1:
       print(f"task {task_index} of {num_tasks} done; when every task is done: "
             f"python -m experiments.report --output_dir={output_dir}", flush=True)

@@ -43,8 +43,7 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
   if process_id is not None and process_id >= 0:
     kwargs["process_id"] = process_id
   jax.distributed.initialize(**kwargs)
-  # Logged without asking for devices: that would start the backends, and the CPU device count
-  # (`parallel.use_cpu_cores`) can only be set before they start.
+  # Logged without asking for devices: that would start the backends.
   logging.info("jax.distributed initialized (%s)", ", ".join(f"{k}={v}" for k, v in kwargs.items())
            or "detected from the cluster environment")
   return True
@@ -132,6 +131,11 @@ def raise_on_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -
   """
   for signum in signums:
     signal.signal(signum, _note_signal)
+
+
+def interrupt_requested() -> bool:
+  """Whether a signal installed by `raise_on_signals` has arrived (without raising)."""
+  return _SIGNAL["signum"] is not None
 
 
 def check_interrupted() -> None:

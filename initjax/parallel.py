@@ -1,42 +1,37 @@
-"""Spreading a leading axis (networks, seeds) over the local devices: the one place for it.
+"""Spreading independent items (networks, random seeds) over the local devices: the one place.
 
-Training (`initjax.training`) and measurement (`initjax.propagation`) both hand this module a
-function whose leading axis is a batch of independent items (networks, or random seeds) and
-get it back run over every local device:
+Training (`initjax.batch_training`), measurement (`initjax.propagation`, `initjax.probe`) and
+anything else that maps a function over a batch of independent items hand this module a jitted
+function of one *block* of items and get it run over the local devices:
 
-  * a 1-D `Mesh` over the local devices with one axis, `BATCH_AXIS`;
-  * `sharded(fn, mesh)`: `jax.jit(jax.shard_map(fn))`, each device running `fn` on its own
-    contiguous block of the leading axis (arguments named in `replicated` go to every device
-    whole);
-  * `run_in_rounds`: pads the leading axis to whole rounds of `block` items per device, calls
-    the sharded function round by round (so memory is bounded by one round), and returns NumPy
-    arrays with the padding dropped.
-
-A CPU is one XLA device unless told otherwise, and XLA runs one program on about one core, so
-the entry points call `use_cpu_cores()` first: one CPU device per core (`cpu_cores`, the one
-place that counts them). `chunk_size` is the one place that turns available memory into a
-number of items per call; each kernel says how many bytes one item needs.
+  * `workers(devices)`: who runs the blocks: one thread per device, and on a CPU that JAX shows
+    as one device (its default) one thread per core (`cpu_cores`, the one place that counts
+    them): XLA runs a program on about one core, so several calls of one program from several
+    threads keep every core busy.
+  * `run_blocks(fn, blocks, workers)`: block i runs on worker i mod W, W blocks at a time, every
+    device running the same program compiled once for it (`compiled_for`). A block's results
+    therefore never depend on how many devices there are: 1, 2 or N devices give identical
+    numbers (a program partitioned across devices does not: XLA rounds differently there).
+  * `chunk_size`: the one place that turns available memory into a number of items per call;
+    each kernel says how many bytes one item needs.
 
 Hosts are separate processes, each with its own share of the work (`initjax.distributed`).
 """
 from __future__ import annotations
 
-import functools
+import concurrent.futures
+import contextlib
 import math
 import os
-import re
-from typing import Any, Callable, Sequence
+import threading
+from typing import Any, Callable, ContextManager, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, PartitionSpec
-
-BATCH_AXIS = "batch"
 
 
 # ------------------------------------------------------------------------------------------------
-# Cores and devices.
+# Cores, devices and workers.
 
 def cpu_cores() -> int:
   """The CPU cores this process may run on (Slurm's --cpus-per-task, taskset, cgroups)."""
@@ -44,34 +39,6 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0))
   except AttributeError:  # not Linux
     return os.cpu_count() or 1
-
-
-def forced_cpu_device_count() -> int | None:
-  """The CPU device count that XLA_FLAGS forces (--xla_force_host_platform_device_count=N)."""
-  found = re.findall(r"--xla_force_host_platform_device_count=(\d+)",
-                     os.environ.get("XLA_FLAGS", ""))
-  return int(found[-1]) if found else None
-
-
-def use_cpu_cores(num_devices: int | None = None) -> int:
-  """Exposes the host CPU as `num_devices` XLA devices (default: one per core, `cpu_cores`).
-
-  XLA runs one program on about one CPU core; with one device per core, the sharded functions
-  of this module keep every core busy. Must be called before any JAX computation (JAX fixes the
-  device count when its backend starts); afterwards it changes nothing. When XLA_FLAGS already
-  forces a device count (`--xla_force_host_platform_device_count=N`, as the tests do), that count
-  is kept: pick among those devices with `local_devices`. Only the CPU backend is affected; GPUs
-  and TPUs stay as they are.
-
-  Returns:
-    The number of local devices JAX will use.
-  """
-  if forced_cpu_device_count() is None:
-    try:
-      jax.config.update("jax_num_cpu_devices", int(num_devices or cpu_cores()))
-    except RuntimeError:  # backend already initialized: keep what it has
-      pass
-  return len(jax.local_devices())
 
 
 def local_devices(num_devices: int | None = None) -> list:
@@ -85,9 +52,13 @@ def local_devices(num_devices: int | None = None) -> list:
   return devices
 
 
-def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
-  """A 1-D mesh over `devices` (default: all local devices) whose one axis is `BATCH_AXIS`."""
-  return Mesh(np.array(list(devices or jax.local_devices())), (BATCH_AXIS,))
+def workers(devices: Sequence[Any] | None = None, threads: int | None = None) -> list:
+  """The device of every worker thread: one per device, or `threads` (default: one per core)
+  on a lone CPU device."""
+  devices = list(devices or jax.local_devices())
+  if len(devices) == 1 and devices[0].platform == "cpu":
+    return devices * max(1, int(threads or cpu_cores()))
+  return devices
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,22 +111,6 @@ def chunk_size(num_items: int, bytes_per_item: float, devices: Sequence[Any],
 # ------------------------------------------------------------------------------------------------
 # Running a leading axis over the devices.
 
-def sharded(fn: Callable, mesh: Mesh, replicated: Sequence[int] = ()) -> Callable:
-  """`jax.jit(jax.shard_map(fn))`: each device runs `fn` on its contiguous block of the leading
-  axis of every argument and output; the positional arguments in `replicated` go whole to every
-  device. Results equal `fn` on the whole batch (items never interact)."""
-  def spec(i):
-    return PartitionSpec() if i in replicated else PartitionSpec(BATCH_AXIS)
-
-  @functools.wraps(fn)
-  def run(*args):
-    in_specs = tuple(spec(i) for i in range(len(args)))
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(BATCH_AXIS),
-                         check_vma=False)(*args)
-
-  return jax.jit(run)
-
-
 def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
   """Pads the leading axis of every leaf to a multiple of `multiple` by repeating the last item;
   returns (padded tree, original length)."""
@@ -167,26 +122,61 @@ def pad_leading(tree: Any, multiple: int) -> tuple[Any, int]:
   return tree, b
 
 
-def run_in_rounds(fn: Callable, batched: Any, replicated: Any = (), *, block: int,
-                  mesh: Mesh) -> Any:
-  """Runs `fn(batched_round, *replicated)` over the leading axis of `batched` in rounds of
-  `block` items per device, returning the outputs as NumPy arrays with leading axis B.
-
-  `fn` is a `sharded(...)` function over `mesh` whose first argument is the batched pytree and
-  whose other arguments (`replicated`, a tuple) are the same for every round. B is padded to
-  whole rounds by repeating the last item; the padding is dropped from the outputs.
-  """
-  per_round = block * mesh.size
-  padded, b = pad_leading(batched, per_round)
-  total = jax.tree.leaves(padded)[0].shape[0]
-  outs = []
-  for start in range(0, total, per_round):
-    part = jax.tree.map(lambda a, s=start: a[s:s + per_round], padded)
-    outs.append(jax.tree.map(np.asarray, fn(part, *replicated)))
-  return jax.tree.map(lambda *parts: np.concatenate(parts)[:b], *outs)
+def split_leading(tree: Any, size: int) -> list[Any]:
+  """The leading axis of every leaf cut into consecutive blocks of `size` (the last may be
+  shorter: pad first with `pad_leading` for equal blocks)."""
+  b = jax.tree.leaves(tree)[0].shape[0]
+  return [jax.tree.map(lambda a, s=s: a[s:s + size], tree) for s in range(0, b, size)]
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places every array of `tree` on every device of `mesh` once (the sharded functions then
-  find it there instead of copying it at every call)."""
-  return jax.device_put(tree, jax.sharding.NamedSharding(mesh, PartitionSpec()))
+# ------------------------------------------------------------------------------------------------
+# Running blocks on the workers.
+
+_COMPILED: dict[Any, Any] = {}
+_COMPILE_LOCKS: dict[Any, threading.Lock] = {}
+_LOCK = threading.Lock()
+
+
+def _signature(args: tuple) -> tuple:
+  leaves, treedef = jax.tree.flatten(args)
+  return treedef, tuple((tuple(jnp.shape(a)), str(getattr(a, "dtype", type(a).__name__)))
+                        for a in leaves)
+
+
+def compiled_for(fn: Callable, device: Any, args: tuple,
+                 lower_context: Callable[[], ContextManager] | None = None) -> Callable:
+  """`fn` (a jitted function) compiled for `device` and the shapes of `args`, once per process
+  (threads asking at the same time wait for one compilation)."""
+  key = (fn, device, _signature(args))
+  with _LOCK:
+    lock = _COMPILE_LOCKS.setdefault(key, threading.Lock())
+  with lock:
+    if key not in _COMPILED:
+      with (lower_context() if lower_context else contextlib.nullcontext()):
+        lowered = fn.lower(*args)
+      _COMPILED[key] = lowered.compile()
+    return _COMPILED[key]
+
+
+def run_blocks(fn: Callable, blocks: Sequence[tuple], worker_devices: Sequence[Any],
+               shared: Any = None,
+               lower_context: Callable[[], ContextManager] | None = None) -> list[Any]:
+  """`fn(*block, shared)` (or `fn(*block)` without `shared`) for every block, block i on worker
+  i mod W (W = len(worker_devices)), W at a time, one thread per worker. Every block is placed on
+  its worker's device first (a no-op where it already is), so a block's outputs stay on that
+  device for a next call. Returns the outputs in block order."""
+  shared_on = {}
+  for device in dict.fromkeys(worker_devices):
+    shared_on[device] = None if shared is None else jax.device_put(shared, device)
+
+  def run(i):
+    device = worker_devices[i % len(worker_devices)]
+    args = jax.device_put(tuple(blocks[i]), device)
+    if shared is not None:
+      args = args + (shared_on[device],)
+    return jax.block_until_ready(compiled_for(fn, device, args, lower_context)(*args))
+
+  if len(worker_devices) == 1 or len(blocks) == 1:
+    return [run(i) for i in range(len(blocks))]
+  with concurrent.futures.ThreadPoolExecutor(len(worker_devices)) as pool:
+    return list(pool.map(run, range(len(blocks))))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -99,7 +100,7 @@ def default_seed_chunk(spec: NetworkSpec, device=None, itemsize: int = 4) -> int
   On a CPU, vmapping networks does not make the (N x D_h) @ (D_h x D_h) products faster (XLA
   runs them one core each, batched or not): every chunk size from 1 to 16 measured the same or
   slower than 1 for N = 10..1000 inputs (scripts/benchmark.py); the cores are used by the devices
-  instead (`parallel.use_cpu_cores`). On an accelerator the chunk is what fits in half of its
+  instead (one thread each, `parallel.workers`). On an accelerator the chunk is what fits in half of its
   free memory (`parallel.chunk_size`).
   """
   device = device or jax.local_devices()[0]
@@ -109,24 +110,62 @@ def default_seed_chunk(spec: NetworkSpec, device=None, itemsize: int = 4) -> int
 
 
 @functools.lru_cache(maxsize=64)
-def _program(spec: NetworkSpec, weight_init: Any, dtype_name: str, seed_chunk: int,
-             log_space: bool, devices: tuple):
-  """The compiled program of `measure`: per-seed statistics, `lax.map` over a device's seeds in
-  vmapped chunks of `seed_chunk`, sharded over `devices`."""
+def _seed_program(one: Callable, seed_chunk: int):
+  """The jitted program for one block of (key, scale) items: `one` per item, `lax.map` over the
+  items in vmapped chunks of `seed_chunk`."""
+  @jax.jit
+  def run(keys, scales):
+    if seed_chunk == 1:                 # a plain loop: no vmap axis of size 1
+      return jax.lax.map(one, (keys, scales))
+    return jax.lax.map(one, (keys, scales), batch_size=seed_chunk)
+  return run
+
+
+def run_seeds(one: Callable, key: jax.Array, scales: Sequence[float], num_seeds: int, dtype,
+              seed_chunk: int, work: Sequence[Any]) -> dict[str, np.ndarray]:
+  """`one((key, scale)) -> {quantity: per-layer values}` for every (scale, seed), in blocks
+  spread over the workers; seed s gets the same key for every scale (paired draws).
+
+  Returns {quantity: float64 array (len(scales), num_seeds, layers)}.
+  """
+  n_items = len(scales) * num_seeds
+  seed_chunk = int(max(1, min(seed_chunk, n_items)))
+  # Item i = (scale i // num_seeds, seed i % num_seeds). Every worker takes one block of a whole
+  # number of chunks (lax.map would compile a remainder separately); padding repeats items.
+  per_block = -(-n_items // len(work))
+  per_block += -per_block % seed_chunk
+  keys = jax.random.split(key, num_seeds)
+  index = np.arange(n_items)
+  items, _ = parallel.pad_leading(
+      (keys[index % num_seeds], jnp.asarray(np.asarray(scales)[index // num_seeds], dtype)),
+      per_block)
+  outs = parallel.run_blocks(_seed_program(one, seed_chunk),
+                             parallel.split_leading(items, per_block), work,
+                             lower_context=_jax_internals.unrolled_threefry_on_cpu)
+  return {q: np.concatenate([np.asarray(o[q], dtype=np.float64) for o in outs])[:n_items]
+          .reshape(len(scales), num_seeds, -1) for q in outs[0]}
+
+
+def _check_scales(scales, num_seeds, dtype) -> list[float]:
+  if num_seeds < 1:
+    raise ValueError(f"num_seeds must be >= 1; got {num_seeds}")
+  scales = [float(s) for s in scales]
+  if not scales or any(not (math.isfinite(s) and s > 0) for s in scales):
+    raise ValueError(f"scales (weight variances) must be finite and > 0; got {scales}")
+  if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
+  return scales
+
+
+@functools.lru_cache(maxsize=64)
+def _mlp_seed(spec: NetworkSpec, weight_init: Any, dtype_name: str, log_space: bool) -> Callable:
   init_fn = _resolve_init(weight_init)
-  dtype = jnp.dtype(dtype_name)
 
   def one(key_and_scale):
     key, scale = key_and_scale
-    params, x_NxD = network_for_seed(key, spec, init_fn, scale, dtype)
+    params, x_NxD = network_for_seed(key, spec, init_fn, scale, jnp.dtype(dtype_name))
     return network_statistics(params, x_NxD, spec.activation, log_space=log_space)
-
-  def run(keys_and_scales):
-    if seed_chunk == 1:                 # a plain loop: no vmap axis of size 1
-      return jax.lax.map(one, keys_and_scales)
-    return jax.lax.map(one, keys_and_scales, batch_size=seed_chunk)
-
-  return parallel.sharded(run, parallel.make_mesh(devices))
+  return one
 
 
 def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = "normal",
@@ -140,41 +179,78 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
   `he_normal` a scale of 1 is He. Seed s uses the same key for every scale (paired draws), and
   all scales and seeds run in one compiled program, in chunks of `seed_chunk` vmapped networks
   (`default_seed_chunk`), with the seeds spread over `num_devices` local devices (default all;
-  on a CPU, `parallel.use_cpu_cores()` first makes one device per core). Each seed's values do
-  not depend on the number of devices.
+  a CPU's cores are used by one thread each, `initjax.parallel`). Each seed's values do not
+  depend on the number of devices.
 
   Returns:
     {quantity: float64 array (len(scales), num_seeds, layers)} of log10 values; non-finite
     entries could not be measured (see `flag_invalid`).
   """
   spec.validate()
-  if num_seeds < 1:
-    raise ValueError(f"num_seeds must be >= 1; got {num_seeds}")
-  scales = [float(s) for s in scales]
-  if not scales or any(not s > 0 for s in scales):
-    raise ValueError(f"scales (weight variances) must be > 0; got {scales}")
+  scales = _check_scales(scales, num_seeds, dtype)
   dtype = jnp.dtype(dtype)
-  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-    raise ValueError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
   if log_space is None:
     log_space = uses_log_space(spec.activation, spec.bias_variance)
-  devices = tuple(parallel.local_devices(num_devices))
+  work = parallel.workers(parallel.local_devices(num_devices))
   if seed_chunk is None:
-    seed_chunk = default_seed_chunk(spec, devices[0], itemsize=dtype.itemsize)
-  n_items = len(scales) * num_seeds
-  seed_chunk = int(max(1, min(seed_chunk, n_items)))
-  # Item i = (scale i // num_seeds, seed i % num_seeds). Each device takes a whole number of
-  # chunks (lax.map would compile a remainder separately); the padding repeats items.
-  per_device = -(-n_items // len(devices))
-  per_device += -per_device % seed_chunk
-  keys = jax.random.split(key, num_seeds)
-  index = np.arange(n_items)
-  items = (keys[index % num_seeds], jnp.asarray(np.asarray(scales)[index // num_seeds], dtype))
-  run = _program(spec, weight_init, dtype.name, seed_chunk, bool(log_space), devices)
-  with _jax_internals.unrolled_threefry_on_cpu():   # same bits, faster draws on a CPU
-    out = parallel.run_in_rounds(run, items, block=per_device, mesh=parallel.make_mesh(devices))
-  return {q: np.asarray(v, dtype=np.float64).reshape(len(scales), num_seeds, -1)
-          for q, v in out.items()}
+    seed_chunk = default_seed_chunk(spec, work[0], itemsize=dtype.itemsize)
+  one = _mlp_seed(spec, weight_init, dtype.name, bool(log_space))
+  return run_seeds(one, key, scales, num_seeds, dtype, seed_chunk, work)
+
+
+@functools.lru_cache(maxsize=64)
+def _arch_seed(arch_name: str, activation: str, options: Any, input_shape: tuple, width: int,
+               depth: int, output_dim: int, batch_size: int, bias_variance: float,
+               weight_init: Any, dtype_name: str) -> Callable:
+  from initjax import architectures  # pylint: disable=import-outside-toplevel
+  arch, dtype = architectures.get(arch_name), jnp.dtype(dtype_name)
+  model = arch.model(activation, options)
+  init_fn = _resolve_init(weight_init)
+  bias_init = None
+  if bias_variance > 0:
+    from initjax.initializers import normal  # pylint: disable=import-outside-toplevel
+    bias_init = normal(bias_variance)
+  least_squares = lambda f, y: jnp.sum((f - y) ** 2)
+
+  def one(key_and_scale):
+    key, scale = key_and_scale
+    k_params, k_x = jax.random.split(key)
+    params = arch.init(k_params, input_shape=input_shape, width=width, depth=depth,
+                       output_dim=output_dim, weight_init=init_fn, bias_init=bias_init,
+                       options=options)
+    root = jnp.sqrt(jnp.asarray(scale, dtype)).astype(dtype)
+    params = {name: (p * root if p.ndim >= 2 else p) for name, p in params.items()}
+    x = jax.random.normal(k_x, (batch_size,) + tuple(input_shape), dtype)
+    stats = model.layer_statistics(params, x, jnp.zeros((batch_size, output_dim), dtype),
+                                   least_squares)
+    return {q: jnp.log10(v) for q, v in stats.items() if q != "loss"}
+  return one
+
+
+def measure_architecture(key: jax.Array, arch: str, *, activation: str = "relu",
+                         options: Any = None, input_shape: tuple = (100,), width: int = 100,
+                         depth: int = 50, output_dim: int = 1, batch_size: int = 100,
+                         bias_variance: float = 0.0, weight_init: str | Callable = "normal",
+                         scales: Sequence[float] = (1.0,), num_seeds: int = 100,
+                         dtype: Any = jnp.float32, seed_chunk: int | None = None,
+                         num_devices: int | None = None) -> dict[str, np.ndarray]:
+  """`measure` for any built-in architecture (`initjax.architectures`): per seed, the log10 of
+  the architecture's per-layer statistics (the residual MLP: Var[h_k], Var[dl/dh_k],
+  k = 0..K; the CNN: also Var[dl/df_k] and the channel statistics), computed directly (not in
+  log space: a value that overflows comes back non-finite and is flagged). Every weight (rank
+  >= 2 parameter) drawn by `weight_init` is multiplied by sqrt(scale); standard-normal inputs of
+  `input_shape`, least squares against y = 0."""
+  from initjax import architectures  # pylint: disable=import-outside-toplevel
+  options = options or architectures.ArchOptions()
+  architectures.get(arch)
+  scales = _check_scales(scales, num_seeds, dtype)
+  dtype = jnp.dtype(dtype)
+  work = parallel.workers(parallel.local_devices(num_devices))
+  if seed_chunk is None:
+    seed_chunk = 1 if work[0].platform == "cpu" else 16
+  one = _arch_seed(arch, activation, options, tuple(input_shape), width, depth, output_dim,
+                   batch_size, float(bias_variance), weight_init, dtype.name)
+  return run_seeds(one, key, scales, num_seeds, dtype, seed_chunk, work)
 
 
 def flag_invalid(values: np.ndarray) -> np.ndarray:

@@ -28,8 +28,8 @@ Sections:
 2. Training: S networks (depth 30, width 100, minibatch 100, MNIST-1D-shaped random data, SGD with
    momentum) trained for T steps by `initjax.training.train_networks` (vmapped) against the same
    networks trained one after another by `initjax.training.train_network_jit`, and by
-   `training.run_networks` with one XLA device per core (`parallel.use_cpu_cores`, as the sweep
-   runs). Runs in a subprocess: the device count is fixed when JAX starts.
+   `batch_training.run_networks` with one worker thread per core (as the sweep runs). Runs in
+   a subprocess.
 3. Compile time of the propagation and training programs at depth 10, 50 and 200 (caches
    cleared before every compilation; never included in a throughput).
 4. Peak resident memory of a 10,000-seed propagation run, in a subprocess (its VmHWM, and its
@@ -467,8 +467,9 @@ def bench_matmul(cfg: dict) -> dict:
 # Training (runs in a child process: the device count is fixed when JAX starts).
 
 def training_child(cfg: dict) -> dict:
-  from initjax import parallel, training  # pylint: disable=import-outside-toplevel
-  n_devices = parallel.use_cpu_cores()
+  from initjax import batch_training, models, parallel, training  # pylint: disable=import-outside-toplevel
+  n_devices = len(parallel.workers())
+  model = models.mlp("relu")
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   t = cfg["train"]
@@ -490,20 +491,20 @@ def training_child(cfg: dict) -> dict:
   params0, keys0, lrs0 = jax.device_put((params, keys, lrs), dev0)
 
   def vmapped():
-    return jax.block_until_ready(training.train_networks(params0, keys0, lrs0, data0, spec))
+    return jax.block_until_ready(training.train_networks(model, params0, keys0, lrs0, data0, spec))
 
   def sequential():
     return [jax.block_until_ready(training.train_network_jit(
-        jax.tree.map(lambda a, i=i: a[i], params0), keys0[i], lrs0[i], data0, spec))
+        model, jax.tree.map(lambda a, i=i: a[i], params0), keys0[i], lrs0[i], data0, spec))
             for i in range(s_nets)]
 
   def all_cores():
-    return training.run_networks(params, keys, lrs, data, spec)
+    return batch_training.run_networks(model, params, keys, lrs, data, spec)
 
   contenders = {"train_networks (vmapped, 1 device)": vmapped,
                 "train_network_jit one after another": sequential}
   if n_devices > 1:
-    contenders[f"run_networks ({n_devices} devices, one per core)"] = all_cores
+    contenders[f"run_networks ({n_devices} workers, one per core)"] = all_cores
   timings = interleaved(contenders, t["repeats"])
   dims = ([(t["input_dim"], t["width"])] + [(t["width"], t["width"])] * (t["depth"] - 1)
           + [(t["width"], t["classes"])])
@@ -522,7 +523,7 @@ def training_child(cfg: dict) -> dict:
 def bench_compile(cfg: dict, log) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import propagation, training  # pylint: disable=import-outside-toplevel
+  from initjax import models, propagation, training  # pylint: disable=import-outside-toplevel
   from initjax.initializers import get_initializer  # pylint: disable=import-outside-toplevel
   t = cfg["train"]
   out = {"propagation": {}, "training": {}}
@@ -552,7 +553,8 @@ def bench_compile(cfg: dict, log) -> dict:
     for _ in range(cfg["compile_repeats"]):
       jax.clear_caches()
       start = time.perf_counter()
-      training.train_networks.lower(params, jax.random.split(jax.random.key(0), 2),
+      training.train_networks.lower(models.mlp("relu"), params,
+                                    jax.random.split(jax.random.key(0), 2),
                                     jnp.ones((2,)), data, tspec).compile()
       times.append(time.perf_counter() - start)
     out["training"][str(depth)] = {"median_s": float(np.median(times)), "all_s": times}
@@ -807,11 +809,8 @@ def main(argv=None) -> int:
 
 
 def _setup_jax() -> None:
-  """One XLA device per CPU core (as the experiments run); no persistent compilation cache
-  (compile times must be real compilations)."""
+  """No persistent compilation cache (compile times must be real compilations)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import parallel  # pylint: disable=import-outside-toplevel
-  parallel.use_cpu_cores()
   try:
     jax.config.update("jax_enable_compilation_cache", False)
   except (AttributeError, KeyError):

@@ -1,10 +1,13 @@
-"""initjax.parallel: the leading axis spread over (fake) devices gives the same results as one
-device; memory, device selection."""
+"""initjax.parallel: blocks of items spread over (fake) devices or CPU threads give the same
+results as one device; memory, device selection."""
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from initjax import parallel
@@ -25,27 +28,49 @@ def test_available_memory_is_positive():
   assert parallel.available_memory_bytes() > 1e8
 
 
-def test_sharded_on_four_fake_devices_equals_one_device():
+def test_workers_are_devices_or_cpu_cores():
+  devices = jax.local_devices()
+  work = parallel.workers()
+  if len(devices) == 1 and devices[0].platform == "cpu":
+    assert work == devices * parallel.cpu_cores()
+    assert parallel.workers(threads=3) == devices * 3
+  else:
+    assert work == devices
+
+
+def test_run_blocks_in_threads_equals_one_call():
+  f = jax.jit(lambda x, c: jnp.tanh(x @ x.T).sum(axis=1) + c)
+  x = jax.random.normal(jax.random.key(0), (12, 16))
+  blocks = parallel.split_leading(x, 3)
+  assert [b.shape[0] for b in blocks] == [3, 3, 3, 3]
+  for threads in (1, 2, 3):
+    work = parallel.workers(jax.local_devices()[:1], threads=threads)
+    outs = parallel.run_blocks(f, [(b,) for b in blocks], work, shared=jnp.float32(1.0))
+    np.testing.assert_array_equal(np.concatenate(outs), np.concatenate(
+        [np.asarray(f(b, jnp.float32(1.0))) for b in blocks]))
+
+
+def test_pad_leading_and_split():
+  tree = {"a": jnp.arange(5), "b": jnp.arange(10).reshape(5, 2)}
+  padded, n = parallel.pad_leading(tree, 4)
+  assert n == 5 and padded["a"].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+  parts = parallel.split_leading(padded, 4)
+  assert len(parts) == 2 and parts[1]["b"].shape == (4, 2)
+
+
+def test_blocks_on_four_fake_devices_equal_one_device():
   code = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
       from initjax import parallel
       assert jax.local_device_count() == 4, jax.devices()
-      def fn(keys):
-        return jax.vmap(lambda k: jnp.sum(jax.random.normal(k, (50, 50)) ** 2))(keys)
-      keys = jax.random.split(jax.random.key(0), 8)
-      one = jax.jit(fn)(keys)
-      mesh = parallel.make_mesh()
-      four = parallel.sharded(fn, mesh)(keys)
-      assert len(four.sharding.device_set) == 4, four.sharding
-      np.testing.assert_allclose(np.asarray(one), np.asarray(four), rtol=1e-6)
-      two = parallel.sharded(fn, parallel.make_mesh(jax.devices()[:2]))(keys)
-      np.testing.assert_allclose(np.asarray(one), np.asarray(two), rtol=1e-6)
-      # In rounds of 1 or 3 items per device (padded), with a replicated argument.
-      add = parallel.sharded(lambda k, c: fn(k) + c, mesh, replicated=(1,))
-      for block in (1, 3):
-        out = parallel.run_in_rounds(add, keys, (jnp.float32(1.0),), block=block, mesh=mesh)
-        assert out.shape == (8,)
-        np.testing.assert_allclose(out, np.asarray(one) + 1.0, rtol=1e-6)
+      f = jax.jit(jax.vmap(lambda k: jnp.sum(jax.random.normal(k, (50, 50)) ** 2)))
+      blocks = [(b,) for b in parallel.split_leading(jax.random.split(jax.random.key(0), 8), 2)]
+      one = parallel.run_blocks(f, blocks, parallel.workers(jax.devices()[:1], threads=1))
+      for n in (2, 4):
+        outs = parallel.run_blocks(f, blocks, parallel.workers(jax.devices()[:n]))
+        devices = {next(iter(o.devices())) for o in outs}
+        assert len(devices) == n, devices
+        np.testing.assert_array_equal(np.concatenate(one), np.concatenate(outs))
       print("ok")
   """)
   _run_on_four_fake_devices(code)
@@ -66,7 +91,7 @@ def test_propagation_on_four_fake_devices_equals_one_device():
       one = propagation.measure(jax.random.key(0), spec, num_devices=1, **kw)
       four = propagation.measure(jax.random.key(0), spec, **kw)
       for q in propagation.QUANTITIES:
-        np.testing.assert_allclose(one[q], four[q], rtol=1e-5, atol=1e-5, err_msg=q)
+        np.testing.assert_array_equal(one[q], four[q], err_msg=q)
       print("ok")
   """)
   _run_on_four_fake_devices(code)

@@ -198,7 +198,7 @@ def test_four_fake_devices_and_seed_chunks_equal_one_device(tmp_path, env, refer
   proc = _sweep(_flags(depths=1, seed_chunk=4), out, env4)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "on 4 cpu device(s)" in proc.stderr
-  assert "2 chunk(s) of 4 networks" in proc.stderr  # 2 points x 4 seeds, 4 at a time
+  assert "blocks of 4 networks" in proc.stderr  # 2 points x 4 seeds, 4 per device and call
   for init in ("he_normal", "xavier_normal"):
     name = f"{init}-d1-w8-relu-sgd-lr0.01.csv"
     _assert_same_rows(_read_rows(os.path.join(reference, "points", name)),

@@ -172,7 +172,7 @@ def test_few_groups_are_cut_many_are_kept_whole():
 
 
 def _fake_result(config, point, rng):
-  spec = group.train_spec(config, point.activation, point.optimizer, "classification")
+  spec = group.train_spec(config, point.optimizer, "classification")
   eval_at, stats_at = group.training.eval_steps(spec), group.training.stats_steps(spec)
   n, t, k = config.num_seeds, len(stats_at), point.depth
   records = {"train_loss": rng.uniform(1, 3, (n, config.steps + 1)).astype(np.float32),

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from initjax import parallel, training
+from initjax import batch_training, models, parallel, training
 from initjax.optimizers import get_optimizer, optimizer_names
 
 INPUT_DIM, WIDTH, DEPTH, CLASSES = 6, 8, 3, 4
@@ -20,7 +20,8 @@ def _data(key, n_train=64, n_test=32):
 
 
 DATA = _data(jax.random.PRNGKey(0))
-SPEC = training.TrainSpec(activation="relu", optimizer="momentum", steps=12, batch_size=16,
+MODEL = models.mlp("relu")
+SPEC = training.TrainSpec(optimizer="momentum", steps=12, batch_size=16,
                           eval_every=5, stats_every=6, stats_batch_size=32)
 
 
@@ -59,7 +60,7 @@ def batched():
   """
   nets = _networks(INITS)
   keys = jax.random.split(jax.random.PRNGKey(5), len(INITS))
-  out = training.train_networks(_stack(nets), keys, LRS, DATA, SPEC)
+  out = training.train_networks(MODEL, _stack(nets), keys, LRS, DATA, SPEC)
   return nets, keys, jax.tree.map(np.asarray, out)
 
 
@@ -77,7 +78,7 @@ def test_record_shapes_and_schedules(batched):
 def test_vmapped_training_equals_per_network_loop(batched):
   nets, keys, out = batched
   for i in range(len(INITS)):
-    alone = training.train_network_jit(_one(nets[i]), keys[i], LRS[i], DATA, SPEC)
+    alone = training.train_network_jit(MODEL, _one(nets[i]), keys[i], LRS[i], DATA, SPEC)
     _assert_records_close({k: v[i] for k, v in out.items()}, alone, rtol=2e-4, atol=1e-6)
 
 
@@ -102,8 +103,8 @@ def test_layer_statistics_at_step_zero_match_direct_computation(batched):
   nets, _, out = batched
   net = _one(nets[0])
   x, y = DATA["x_train"][:32], DATA["y_train"][:32]
-  stats = jax.jit(training.layer_statistics, static_argnums=(3, 4))(net, x, y, "relu",
-                                                                    "classification")
+  loss_fn = lambda f, y: training.batch_loss(f, y, "classification")
+  stats = jax.jit(models.mlp_layer_statistics, static_argnums=(3, 4))(net, x, y, loss_fn, "relu")
   for name in ("var_h", "var_dl_dh", "var_dl_df"):
     np.testing.assert_allclose(out[name][0, 0], stats[name], rtol=1e-5)
   # dl/dh_K of the mean cross-entropy, by hand: Omega_K^T (softmax - onehot) / N.
@@ -130,8 +131,8 @@ def test_one_compiled_program_for_inits_learning_rates_and_seeds(batched):
                             [0.3, 1e-4, 0.02, 0.01], 1),
                            (["xavier_normal"] * 4, [5e-3] * 4, 2)):
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    out = training.train_networks(_stack(_networks(inits, seed)), keys, jnp.array(lrs), DATA,
-                                  SPEC)
+    out = training.train_networks(MODEL, _stack(_networks(inits, seed)), keys, jnp.array(lrs),
+                                  DATA, SPEC)
     jax.block_until_ready(out)
   assert training.train_networks._cache_size() == size  # pylint: disable=protected-access
 
@@ -148,7 +149,7 @@ def test_pad_leading():
 
 def test_run_networks_matches_train_networks(batched):
   nets, keys, out = batched
-  ran = training.run_networks(_stack(nets), keys, LRS, DATA, SPEC)
+  ran = batch_training.run_networks(MODEL, _stack(nets), keys, LRS, DATA, SPEC)
   _assert_records_close(ran, out, rtol=1e-6, atol=1e-7)
 
 
@@ -158,7 +159,7 @@ def test_regression_task_records_no_accuracy():
                             eval_every=5, stats_every=5, stats_batch_size=16)
   net = training.init_networks(jax.random.PRNGKey(0)[None], "he_normal", input_dim=INPUT_DIM,
                                width=WIDTH, depth=2, output_dim=2)
-  out = training.train_network_jit(_one(net), jax.random.PRNGKey(1), 1e-2, data, spec)
+  out = training.train_network_jit(MODEL, _one(net), jax.random.PRNGKey(1), 1e-2, data, spec)
   assert "test_accuracy" not in out
   assert out["train_loss"][-1] < out["train_loss"][0]
 
@@ -200,11 +201,12 @@ def test_train_step_is_one_optax_update_and_freezes_after_a_non_finite_loss():
   state = training.TrainState(net, optimizer.init(net), jnp.arange(64, dtype=jnp.int32),
                               jnp.array(-1, jnp.int32), {})
   key = jax.random.PRNGKey(3)
-  step = jax.jit(lambda s, i: training.train_step(s, i, data_key=key, optimizer=optimizer,
-                                                  data=DATA, spec=SPEC))
+  spec = training.TrainSpec(optimizer="sgd", steps=12, batch_size=16)
+  step = jax.jit(lambda s, i: training.train_step(s, i, 0.1, key, model=MODEL, data=DATA,
+                                                  spec=spec))
   new, loss = step(state, jnp.int32(1))   # step 1: not an epoch start, keeps the given order
   x, y = DATA["x_train"][16:32], DATA["y_train"][16:32]
-  manual_loss, grads = jax.value_and_grad(training.minibatch_loss)(net, x, y, SPEC)
+  manual_loss, grads = jax.value_and_grad(training.minibatch_loss)(net, x, y, MODEL, spec)
   np.testing.assert_allclose(loss, manual_loss, rtol=1e-6)
   for name in net:
     np.testing.assert_allclose(new.params[name], net[name] - 0.1 * grads[name], rtol=1e-5,

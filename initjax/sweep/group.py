@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initjax import data as data_lib
-from initjax import distributed, parallel, propagation, training
+from initjax import batch_training, distributed, models, parallel, propagation, training
 from initjax.sweep import summary as summary_lib
 from initjax.sweep.config import SweepConfig
 from initjax.sweep.grid import GridPoint, point_keys, stable_int
@@ -39,10 +39,9 @@ def load_data(config: SweepConfig) -> dict[str, Any]:
   return data_lib.get_dataset(config.dataset, data_dir=config.data_dir or None)
 
 
-def train_spec(config: SweepConfig, activation: str, optimizer: str,
-               task: str) -> training.TrainSpec:
+def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.TrainSpec:
   """The static training settings shared by one group."""
-  return training.TrainSpec(activation=activation, optimizer=optimizer, steps=config.steps,
+  return training.TrainSpec(optimizer=optimizer, steps=config.steps,
                             batch_size=config.batch_size, task=task,
                             eval_every=config.eval_every, stats_every=config.stats_every,
                             stats_batch_size=config.stats_batch_size)
@@ -126,8 +125,8 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
 
 
 def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepConfig,
-              key: jax.Array, devices: Sequence[Any] | None = None,
-              chunk: int | None = None) -> dict[str, PointResult]:
+              key: jax.Array, devices: Sequence[Any] | None = None, block: int | None = None,
+              checkpoint: batch_training.Checkpoint | None = None) -> dict[str, PointResult]:
   """Trains every seed of every point of one group in one vmapped, jit-compiled program.
 
   Args:
@@ -137,12 +136,14 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     config: the sweep config.
     key: the sweep's root key, PRNGKey(config.seed).
     devices: the devices the networks are spread over (default: all local devices).
-    chunk: networks per call (default: all at once); see `training.run_networks`.
+    block: networks per device per call (default: `group_block`); results depend on it, not on
+      the number of devices.
+    checkpoint: saves the group's training state between segments (`initjax.checkpoints`).
   """
   if len({p.group_key for p in points}) != 1:
     raise ValueError("run_group needs points with one depth, width, activation and optimizer")
   first = points[0]
-  spec = train_spec(config, first.activation, first.optimizer, data["task"])
+  spec = train_spec(config, first.optimizer, data["task"])
   input_dim = int(data["x_train"].shape[1])
   params, data_keys, lrs = [], [], []
   for p in points:
@@ -153,8 +154,10 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
-  out = training.run_networks(params_B, jnp.concatenate(data_keys), jnp.concatenate(lrs),
-                              data_lib.device_arrays(data), spec, devices=devices, chunk=chunk)
+  out = batch_training.run_networks(
+      models.mlp(first.activation), params_B, jnp.concatenate(data_keys), jnp.concatenate(lrs),
+      data_lib.device_arrays(data), spec, devices=devices,
+      block=block or config.num_seeds, checkpoint=checkpoint)
   n = config.num_seeds
   return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
                                    spec, data)
@@ -174,12 +177,16 @@ def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -
   return 2.0 * 4 * floats
 
 
-def group_chunk(points: Sequence[GridPoint], config: SweepConfig, data: dict[str, Any],
+def group_block(points: Sequence[GridPoint], config: SweepConfig, data: dict[str, Any],
                 devices: Sequence[Any], seed_chunk: int = 0) -> int:
-  """Networks per call for a group: `seed_chunk` when given (rounded up to a multiple of the
-  device count), else as many as fit in half the available memory (`parallel.chunk_size`)."""
-  b, n = len(points) * config.num_seeds, len(devices)
+  """Networks per worker per call for a group: `seed_chunk` when given, else one grid point's
+  seeds, fewer if they do not fit in half of a device's available memory (shared by all the
+  workers of a CPU). It does not depend on the number of accelerators, so neither do the results
+  (on a CPU it could, but only when memory is short)."""
   if seed_chunk:
-    size = min(seed_chunk, b)
-    return size + (-size % n)
-  return parallel.chunk_size(b, network_bytes(points[0], config, data), devices)
+    return seed_chunk
+  device = devices[0]
+  sharing = len(parallel.workers(devices)) if device.platform == "cpu" else 1
+  per_network = network_bytes(points[0], config, data) * sharing
+  fits = parallel.chunk_size(config.num_seeds, per_network, [device])
+  return -(-config.num_seeds // -(-config.num_seeds // fits))  # equal blocks, each <= fits

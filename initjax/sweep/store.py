@@ -183,7 +183,7 @@ def load_point(output_dir: str, config: SweepConfig, point: GridPoint) -> PointR
   with open(csv_path, newline="", encoding="utf-8") as fh:
     rows = [_parse_row(raw) for raw in csv.DictReader(fh)]
   task = data_lib.dataset_info(config.dataset)["task"]
-  spec = train_spec(config, point.activation, point.optimizer, task)
+  spec = train_spec(config, point.optimizer, task)
   eval_at, stats_at = training.eval_steps(spec), training.stats_steps(spec)
   return PointResult(point=point, records=records_from_rows(rows, point, config, eval_at,
                                                             stats_at, task),
