@@ -166,7 +166,7 @@ def depth_scales(activation, sigma2_w: float, sigma2_b: float = 0.0, *,
       activation=record.name, sigma2_w=float(sigma2_w), sigma2_b=float(sigma2_b),
       input_variance=float(input_variance), q_star=float(q_star), c_star=float(c_star),
       chi_1=float(chi1), chi_c=float(chi_c), q_map_slope=float(slope), xi_q=xi_q,
-      xi_c=_depth(chi_c) if chi_c <= 1.0 else math.nan, xi_grad=_depth(chi1),
+      xi_c=_depth(chi_c) if chi_c <= 1.0 + CRITICAL_TOL else math.nan, xi_grad=_depth(chi1),
       phase=_phase(chi1, q_star), reason=why, fixed_points=points)
 
 

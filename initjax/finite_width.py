@@ -103,6 +103,9 @@ class LogVarianceSpread:
     out = []
     for k in range(self.mean_ln.size):
       shape = self.own_shape[k]
+      if self.own_mean[k] == 0.0:
+        out.append(-math.inf)
+        continue
       b = np.log(self.own_mean[k] * special.gammaincinv(shape, u) / shape)
       mu, sd = self.accumulated_mean[k], math.sqrt(self.accumulated_var[k])
       cdf = lambda x: float(np.mean(special.ndtr((x - mu - b) / sd))) - p
@@ -129,8 +132,8 @@ def _pooled_f_factor(units: float, batch: float, c: float) -> tuple[float, float
   dof_1, dof_2 = units - 1.0, units * (batch - 1.0)
   mean = lam * dof_1 + rest * dof_2
   var = 2.0 * (lam ** 2 * dof_1 + rest ** 2 * dof_2)
-  if mean <= 0:
-    raise ValueError("a layer with one unit and one input has no pooled variance")
+  if mean <= 0:   # one unit and one input: the pooled variance is exactly 0
+    return 0.0, math.nan
   return mean / (units * batch), mean ** 2 / var
 
 
@@ -224,10 +227,12 @@ def log_variance_spread(*, input_dim: int, width: int, depth: int, output_dim: i
   rows = rows_f if quantity == "var_f" else rows_h
   log_v, c, acc_mean, acc_var, own_mean, own_shape = (np.array(col) for col in zip(*rows))
   own_e, own_v = _log_gamma_moments(own_shape)
+  with np.errstate(divide="ignore"):
+    log_own_mean = np.log(own_mean)
   return LogVarianceSpread(
       quantity=quantity,
       layers=np.arange(depth + 1) if quantity == "var_f" else np.arange(1, depth + 1),
-      log10_mean_field=log_v / _LN10, log10_mean=(log_v + np.log(own_mean)) / _LN10,
-      mean_ln=log_v + acc_mean + np.log(own_mean) + own_e, var_ln=acc_var + own_v,
+      log10_mean_field=log_v / _LN10, log10_mean=(log_v + log_own_mean) / _LN10,
+      mean_ln=log_v + acc_mean + log_own_mean + own_e, var_ln=acc_var + own_v,
       correlation=c, accumulated_mean=acc_mean, accumulated_var=acc_var, own_shape=own_shape,
       own_mean=own_mean)
