@@ -196,7 +196,8 @@ def _float64_twin(fn: Callable) -> Callable[[np.ndarray], np.ndarray]:
     flat = x.ravel()
     padded = np.zeros(_pad_length(flat.size))
     padded[:flat.size] = flat
-    with jax.enable_x64(True):
+    # Eagerly, also when called while a network that uses the activation is being traced.
+    with jax.enable_x64(True), jax.ensure_compile_time_eval():
       out = np.asarray(jitted(jnp.asarray(padded)), np.float64)
     if out.shape != padded.shape:
       raise ValueError(f"maps shape {padded.shape} to {out.shape}")

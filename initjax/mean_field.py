@@ -137,9 +137,13 @@ def q_fixed_points(activation, sigma2_w: float, sigma2_b: float = 0.0) -> tuple[
     points.append(0.0)
   elif g[0] < 0:          # F(0) > 0 = q: a root below the grid
     points.append(optimize.brentq(lambda q: f(q) - q, 0.0, Q_GRID[0], xtol=1e-300))
-  for i in np.flatnonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0):
-    points.append(optimize.brentq(lambda q: f(q) - q, Q_GRID[i], Q_GRID[i + 1], xtol=1e-300,
-                                  rtol=1e-13))
+  sign = np.sign(g)
+  for i in range(len(Q_GRID)):
+    if sign[i] == 0:                                   # a root on a grid node
+      points.append(float(Q_GRID[i]))
+    elif i + 1 < len(Q_GRID) and sign[i] * sign[i + 1] < 0:
+      points.append(optimize.brentq(lambda q: f(q) - q, Q_GRID[i], Q_GRID[i + 1], xtol=1e-300,
+                                    rtol=1e-13))
   out = [FixedPoint(float(q), float(s), bool(abs(s) < 1.0))
          for q, s in ((q, q_map_slope(record, sigma2_w, q)) for q in points)]
   if g[-1] > 0:
