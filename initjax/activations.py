@@ -98,6 +98,11 @@ class Activation:
             "second_moment_da": half_sq}
 
 
+# What every `activation` argument of initjax accepts: a registered name, an `Activation`, or a
+# JAX-traceable elementwise callable (see `get`).
+ActivationLike = str | Activation | Callable[[jax.Array], jax.Array]
+
+
 def _piecewise_linear(name: str, positive: float, negative: float,
                       fn: Callable[[jax.Array], jax.Array]) -> Activation:
   return Activation(

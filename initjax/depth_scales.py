@@ -3,7 +3,8 @@
 Equations and conventions are in `initjax.mean_field` (sigma2_w = fan_in Var[W]). Two inputs
 whose pre-activations have variance q and correlation c give, one layer on, the correlation
 
-    C_q(c) = (sigma2_w E[phi(u_a) phi(u_b)] + sigma2_b) / F(q),   F(q) = sigma2_w E[phi(u)^2] + sigma2_b
+    C_q(c) = (sigma2_w E[phi(u_a) phi(u_b)] + sigma2_b) / F(q),
+    F(q) = sigma2_w E[phi(u)^2] + sigma2_b
 
 (at the fixed point F(q*) = q*: the c-map of Poole et al.), with slope
 dC/dc = sigma2_w q E[phi'(u_a) phi'(u_b)] / F(q), which is chi_c = sigma2_w E[phi'(u_a) phi'(u_b)]
@@ -29,12 +30,13 @@ from scipy import optimize
 
 from initjax import activations, mean_field
 from initjax import gaussian_expectations as gauss
+from initjax.activations import ActivationLike
 
 CRITICAL_TOL = 1e-9   # |chi_1 - 1| below this is "critical"
 _C_TOP = 1.0 - 1e-10  # c* closer to 1 than this is reported as 1
 
 
-def pair_moments(activation, q: float, c: float) -> dict[str, float]:
+def pair_moments(activation: ActivationLike, q: float, c: float) -> dict[str, float]:
   """E[phi(u_a) phi(u_b)], E[phi'(u_a) phi'(u_b)], E[(phi(u_a) - phi(u_b))^2] and
   E[phi(u_a)^2 phi(u_b)^2], E[phi(u_a)^2 phi(u_b)] for the pair (u_a, u_b) of variance q and
   correlation c ("phi_phi", "dphi_dphi", "diff2", "phi2_phi2", "phi2_phi"; the last by
@@ -58,21 +60,24 @@ def pair_moments(activation, q: float, c: float) -> dict[str, float]:
   return out
 
 
-def c_map(activation, sigma2_w: float, sigma2_b: float, c: float, q: float) -> float:
+def c_map(activation: ActivationLike, sigma2_w: float, sigma2_b: float, c: float,
+          q: float) -> float:
   """C_q(c) = (sigma2_w E[phi(u_a) phi(u_b)] + sigma2_b) / F(q) for inputs of variance q."""
   mean_field.check_variances(sigma2_w, sigma2_b)
   f_q = float(mean_field.q_map(activation, sigma2_w, sigma2_b, q)[0])
   return (sigma2_w * pair_moments(activation, q, c)["phi_phi"] + sigma2_b) / f_q
 
 
-def c_map_slope(activation, sigma2_w: float, sigma2_b: float, c: float, q: float) -> float:
+def c_map_slope(activation: ActivationLike, sigma2_w: float, sigma2_b: float, c: float,
+                q: float) -> float:
   """dC_q/dc = sigma2_w q E[phi'(u_a) phi'(u_b)] / F(q) (= chi_c at q = q*, c = c*)."""
   mean_field.check_variances(sigma2_w, sigma2_b)
   f_q = float(mean_field.q_map(activation, sigma2_w, sigma2_b, q)[0])
   return sigma2_w * q * pair_moments(activation, q, c)["dphi_dphi"] / f_q
 
 
-def fixed_point_c(activation, sigma2_w: float, sigma2_b: float, q: float, chi_1: float) -> float:
+def fixed_point_c(activation: ActivationLike, sigma2_w: float, sigma2_b: float, q: float,
+                  chi_1: float) -> float:
   """The stable fixed point c* in [0, 1] of C_q at a finite fixed point q > 0 of the q-map.
 
   chi_1 <= 1: c* = 1 (the convex C lies above the diagonal on [0, 1)). chi_1 > 1: the unique root
@@ -135,7 +140,7 @@ def _phase(chi_1: float, q_star: float) -> str:
   return "ordered" if chi_1 < 1.0 else "chaotic"
 
 
-def depth_scales(activation, sigma2_w: float, sigma2_b: float = 0.0, *,
+def depth_scales(activation: ActivationLike, sigma2_w: float, sigma2_b: float = 0.0, *,
                  input_variance: float = 1.0) -> DepthScales:
   """q*, c*, chi_1, chi_c, xi_q, xi_c and the phase at the fixed point that a network with inputs
   of E[x_j^2] = input_variance reaches (q^0 = sigma2_w input_variance + sigma2_b).
@@ -190,8 +195,9 @@ class PhaseBoundary:
   q_above: float
 
 
-def phase_boundary(activation, sigma2_b: float = 0.0, *, input_variance: float = 1.0,
-                   lo: float = 0.05, hi: float = 1e4) -> PhaseBoundary:
+def phase_boundary(activation: ActivationLike, sigma2_b: float = 0.0, *,
+                   input_variance: float = 1.0, lo: float = 0.05,
+                   hi: float = 1e4) -> PhaseBoundary:
   """The first sigma2_w in [lo, hi] (log grid, then bisection of log sigma2_w to 1e-10) where
   chi_1 - 1 at the fixed point reached from the input changes sign. ValueError if none does."""
   record = activations.get(activation)
@@ -229,7 +235,7 @@ def phase_boundary(activation, sigma2_b: float = 0.0, *, input_variance: float =
       q_above=mean_field.fixed_point_q(record, s_hi, sigma2_b, input_variance))
 
 
-def critical_weight_variance(activation, sigma2_b: float = 0.0, lo: float = 0.05,
+def critical_weight_variance(activation: ActivationLike, sigma2_b: float = 0.0, lo: float = 0.05,
                              hi: float = 1e4, *, input_variance: float = 1.0) -> float:
   """The sigma2_w (= fan_in Var[W]) at which chi_1 = 1 at the reached fixed point: the edge of
   chaos. ReLU with zero bias: 2 (He); tanh with zero bias: 1 (LeCun); tanh with
@@ -252,7 +258,7 @@ def critical_weight_variance(activation, sigma2_b: float = 0.0, lo: float = 0.05
   return boundary.sigma2_w
 
 
-def critical_line(activation, sigma2_b: Sequence[float], *,
+def critical_line(activation: ActivationLike, sigma2_b: Sequence[float], *,
                   input_variance: float = 1.0) -> dict[str, np.ndarray]:
   """The phase boundary sigma2_w(sigma2_b) for each sigma2_b: {"sigma2_b", "sigma2_w",
   "continuous"} (a False marks a jump of the reached fixed point, not an edge of chaos)."""

@@ -13,7 +13,8 @@ mean-field variance of f_k given layer k's input. Given h_k the n_k units of f_k
 each a Gaussian vector over the N inputs with covariance q_k ((1 - c_k) I + c_k 1 1^T), c_k the
 correlation of two different inputs (the c-map, from `input_correlation`). Hence, exactly,
 
-    V_k = q_k L_k,   n N L_k = lambda chi2_{n-1} + (1 - c_k) chi2_{n (N - 1)},   lambda = 1 + (N - 1) c_k
+    V_k = q_k L_k,     n N L_k = lambda chi2_{n-1} + (1 - c_k) chi2_{n (N - 1)},
+    lambda = 1 + (N - 1) c_k
 
 (the pooled variance subtracts the grand mean, which removes one chi2 degree along 1 1^T: with one
 output unit V_K keeps only the (1 - c_K) part, see the caveat below), and the next layer's input
@@ -28,7 +29,8 @@ alpha_k = sigma2_k fan_in_k M_k / q_k times it (biases dilute it) and ln M(q_k) 
 beta_k = d ln M / d ln q = E[u a(u) a'(u)] / M(q_k) times that. The Y_k of different layers are
 independent (each comes from its own weights), so A_k = ln M_k - ln(mean-field M_k) obeys
 
-    A_0 = ln Y_in,   A_{k+1} = alpha_k beta_k A_k + ln Y_k,     ln V_k = ln q_k + alpha_k A_k + ln L_k.
+    A_0 = ln Y_in,   A_{k+1} = alpha_k beta_k A_k + ln Y_k,
+    ln V_k = ln q_k + alpha_k A_k + ln L_k.
 
 Each Y (and M_0 / E[M_0], a mean of N D_in squared normals) is taken as a Gamma variable of its
 mean and variance (exact for a linear layer: chi2_n / n), so E[ln Y] = psi(s) - ln s and
@@ -64,6 +66,7 @@ from scipy import optimize, special
 
 from initjax import activations, depth_scales, mean_field
 from initjax import gaussian_expectations as gauss
+from initjax.activations import ActivationLike
 
 _LN10 = math.log(10.0)
 _GAMMA_NODES = 2000
@@ -176,7 +179,8 @@ def _layer(record, q: float, c: float, units: float, batch: float) -> _Layer:
 
 def log_variance_spread(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
                         sigma2_omega: float | Sequence[float],
-                        sigma2_beta: float | Sequence[float] = 0.0, activation="relu",
+                        sigma2_beta: float | Sequence[float] = 0.0,
+                        activation: ActivationLike = "relu",
                         batch_size: int = 1000, input_second_moment: float = 1.0,
                         input_correlation: float = 0.0,
                         quantity: str = "var_f") -> LogVarianceSpread:
@@ -207,12 +211,11 @@ def log_variance_spread(*, input_dim: int, width: int, depth: int, output_dim: i
   rows_f, rows_h = [], []
   for k in range(depth + 1):
     q_k = s2w[k] * fan_in[k] * m_k + s2b[k]
-    alpha = s2w[k] * fan_in[k] * m_k / q_k if q_k > 0 else 1.0
-    if k == 0:
-      c_k = (s2w[0] * fan_in[0] * m_k * input_correlation + s2b[0]) / q_k if q_k > 0 else 1.0
-    else:
-      c_k = (s2w[k] * fan_in[k] * ratio * m_k + s2b[k]) / q_k if q_k > 0 else 1.0
-    c_k = min(max(c_k, -1.0), 1.0)
+    if not 0 < q_k < math.inf:
+      raise ValueError(f"the mean-field variance of f_{k} is {q_k}: no spread to predict")
+    alpha = s2w[k] * fan_in[k] * m_k / q_k
+    cosine = input_correlation if k == 0 else ratio   # of layer k's inputs
+    c_k = min(max((s2w[k] * fan_in[k] * m_k * cosine + s2b[k]) / q_k, -1.0), 1.0)
     rows_f.append((math.log(q_k), c_k, alpha * mean_a, alpha ** 2 * var_a,
                    *_pooled_f_factor(fan_out[k], n, c_k)))
     if k == depth:

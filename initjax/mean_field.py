@@ -7,7 +7,8 @@ ReLU is sigma2_w = 2, LeCun (Xavier's forward condition) sigma2_w = 1.
 Poole et al. 2016 and Schoenholz et al. 2017, with z, z1, z2 independent standard normals:
 
     q-map      q^l = F(q^{l-1}) = sigma2_w E[phi(sqrt(q^{l-1}) z)^2] + sigma2_b
-    input      q^0 = sigma2_w * input_variance + sigma2_b    (first layer, E[x_j^2] = input_variance)
+    input      q^0 = sigma2_w * input_variance + sigma2_b     (the first layer, E[x_j^2] =
+               input_variance)
     chi_1      = sigma2_w E[phi'(sqrt(q*) z)^2]               (gradient variance factor per layer)
     F'(q)      = sigma2_w E[phi'(u)^2 + phi(u) phi''(u)] = sigma2_w E[u phi(u) phi'(u)] / q
     c-map      c^l = (sigma2_w E[phi(u_a) phi(u_b)] + sigma2_b) / q*,
@@ -44,6 +45,7 @@ from scipy import optimize
 
 from initjax import activations
 from initjax import gaussian_expectations as gauss
+from initjax.activations import ActivationLike
 
 Q_GRID = np.geomspace(1e-10, 1e10, 241)  # where the q-map is scanned for fixed points
 Q_TINY = 1e-200   # q -> 0+ limits (one-sided slopes of phi at 0)
@@ -72,7 +74,7 @@ def _finite(values, what: str, record) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # The q-map.
 
-def second_moments(activation, q) -> np.ndarray:
+def second_moments(activation: ActivationLike, q) -> np.ndarray:
   """E[phi(sqrt(q) z)^2] for each q (closed form for piecewise-linear phi)."""
   record = activations.get(activation)
   q = np.atleast_1d(np.asarray(q, np.float64))
@@ -83,12 +85,12 @@ def second_moments(activation, q) -> np.ndarray:
                  "E[a(f)^2]", record)
 
 
-def q_map(activation, sigma2_w: float, sigma2_b: float, q) -> np.ndarray:
+def q_map(activation: ActivationLike, sigma2_w: float, sigma2_b: float, q) -> np.ndarray:
   """F(q) = sigma2_w E[phi(sqrt(q) z)^2] + sigma2_b, elementwise in q."""
   return sigma2_w * second_moments(activation, q) + sigma2_b
 
 
-def q_map_slope(activation, sigma2_w: float, q: float) -> float:
+def q_map_slope(activation: ActivationLike, sigma2_w: float, q: float) -> float:
   """F'(q) = sigma2_w E[u phi(u) phi'(u)] / q, u ~ N(0, q) (= chi_1 + sigma2_w E[phi phi''])."""
   record = activations.get(activation)
   if record.slopes is not None:
@@ -99,7 +101,7 @@ def q_map_slope(activation, sigma2_w: float, q: float) -> float:
   return float(_finite(sigma2_w * value / q, "E[f a(f) a'(f)]", record))
 
 
-def chi_1_at(activation, sigma2_w: float, q: float) -> float:
+def chi_1_at(activation: ActivationLike, sigma2_w: float, q: float) -> float:
   """chi_1 = sigma2_w E[phi'(sqrt(q) z)^2] at a given q (q = 0: the limit q -> 0+)."""
   record = activations.get(activation)
   if record.slopes is not None:
@@ -122,7 +124,8 @@ class FixedPoint:
   stable: bool   # |slope| < 1 (q = inf: attracting when the growth factor is > 1)
 
 
-def q_fixed_points(activation, sigma2_w: float, sigma2_b: float = 0.0) -> tuple[FixedPoint, ...]:
+def q_fixed_points(activation: ActivationLike, sigma2_w: float,
+                   sigma2_b: float = 0.0) -> tuple[FixedPoint, ...]:
   """All fixed points of the q-map, ascending: 0 (zero bias, phi(0) = 0), the roots of
   F(q) = q found on a log grid over [1e-10, 1e10] (refined by brentq), and inf when F(q) > q at
   the top of the grid. A map with F(q) = q everywhere (ReLU at He, zero bias) has none listed."""
@@ -167,7 +170,7 @@ def _iterate(record, sigma2_w, sigma2_b, q0, points) -> tuple[float, str]:
                    f"q^0 = {q0:g}")
 
 
-def reached_fixed_point(activation, sigma2_w: float, sigma2_b: float = 0.0,
+def reached_fixed_point(activation: ActivationLike, sigma2_w: float, sigma2_b: float = 0.0,
                         input_variance: float = 1.0) -> tuple[float, str, tuple[FixedPoint, ...]]:
   """(q*, why, all fixed points): the fixed point the trajectory from q^0 = sigma2_w *
   input_variance + sigma2_b reaches, a one-line reason, and `q_fixed_points`.
@@ -211,14 +214,14 @@ def reached_fixed_point(activation, sigma2_w: float, sigma2_b: float = 0.0,
   return target, why, points
 
 
-def fixed_point_q(activation, sigma2_w: float, sigma2_b: float = 0.0,
+def fixed_point_q(activation: ActivationLike, sigma2_w: float, sigma2_b: float = 0.0,
                   input_variance: float = 1.0) -> float:
   """q* reached from q^0 = sigma2_w * input_variance + sigma2_b (see `reached_fixed_point`):
   0.0 when the variance contracts to zero, inf when it grows without bound."""
   return reached_fixed_point(activation, sigma2_w, sigma2_b, input_variance)[0]
 
 
-def chi_1(activation, sigma2_w: float, sigma2_b: float = 0.0,
+def chi_1(activation: ActivationLike, sigma2_w: float, sigma2_b: float = 0.0,
           input_variance: float = 1.0) -> float:
   """chi_1 = sigma2_w E[phi'(sqrt(q*) z)^2] at the fixed point reached from the input (q* = inf:
   its large-q limit, evaluated at q = 1e10; q* = 0: the limit q -> 0+)."""

@@ -49,7 +49,7 @@ from initjax.mean_field import (FixedPoint, chi_1, fixed_point_q, q_fixed_points
 _LOG10_2 = math.log10(2.0)
 
 
-def activation_moments(activation: str, variance: float) -> dict[str, float]:
+def activation_moments(activation: activations.ActivationLike, variance: float) -> dict[str, float]:
   """Moments of h = a[f] and a'[f] for f ~ N(0, variance).
 
   Returns {"mean_h": E[a[f]], "second_moment_h": E[a[f]^2], "var_h": Var[a[f]],
@@ -155,7 +155,8 @@ def _log10(x: float) -> float:
 
 def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
                 sigma2_omega: float | Sequence[float], sigma2_beta: float | Sequence[float] = 0.0,
-                activation: str = "relu", input_second_moment: float = 1.0,
+                activation: activations.ActivationLike = "relu",
+                input_second_moment: float = 1.0,
                 target_second_moment: float = 0.0) -> MLPPrediction:
   """Per-layer forward and backward variance predictions for an MLP at initialization.
 
@@ -163,7 +164,7 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
     input_dim, width, depth, output_dim: D_in, D_h, K hidden layers, D_out.
     sigma2_omega: weight variance, one value or K+1 values (Omega_0..Omega_K).
     sigma2_beta: bias variance, one value or K+1 values.
-    activation: a name from `initjax.activations`.
+    activation: a registered name, an `Activation` or a JAX-traceable callable.
     input_second_moment: E[x_j^2] (1 for a standard normal input).
     target_second_moment: E[y^2] of the least-squares target (0 in the book's experiment).
 
@@ -217,7 +218,7 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
                        log10_var_dl_domega=log_domega)
 
 
-def decades_per_layer(activation: str, width: int, sigma2_omega: float,
+def decades_per_layer(activation: activations.ActivationLike, width: int, sigma2_omega: float,
                       sigma2_beta: float = 0.0, input_variance: float = 1.0,
                       depth: int = 50) -> dict[str, float]:
   """Predicted mean change of log10 Var per hidden layer, forward (f_k) and backward (dl/dh_k).
