@@ -118,8 +118,13 @@ def test_callables_flow_through_networks_and_gradients():
   """A callable gives the same networks and gradients as its registered twin, also as a static
   argument of jax.jit."""
   rng = np.random.default_rng(0)
-  params = networks.init_mlp(jax.random.key(0), input_dim=5, width=7, depth=3, output_dim=2,
-                             weight_init="xavier_normal")
+  # init_mlp's layout, drawn with NumPy (no random-number program to compile).
+  shapes = {"omega_0": (7, 5), "beta_0": (7,), "omega_hidden": (2, 7, 7), "beta_hidden": (2, 7),
+            "omega_out": (2, 7), "beta_out": (2,)}
+  params = {k: jnp.asarray(0.4 * rng.normal(size=v), jnp.float32) for k, v in shapes.items()}
+  ref_shapes = jax.eval_shape(lambda key: networks.init_mlp(key, input_dim=5, width=7, depth=3,
+                                                            output_dim=2), jax.random.key(0))
+  assert {k: v.shape for k, v in ref_shapes.items()} == shapes
   x = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
   y = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
   tanh = lambda f: jnp.tanh(f)
