@@ -27,7 +27,8 @@ argument is a registered name, an `initjax.activations.Activation` or a JAX-trac
 The mean-field theory of deep random networks (the q- and c-maps, their fixed points from the
 actual input, chi_1, chi_c, the depth scales xi_q, xi_c, the phases and the critical line) is in
 `initjax.mean_field` and `initjax.depth_scales` and re-exported here; the spread of one
-finite-width network around these predictions is in `initjax.finite_width`.
+finite-width network around these predictions is in `initjax.finite_width`
+(`log_variance_spread`, also re-exported here).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from initjax import activations
 # these names are part of initjax.theory too.
 from initjax.depth_scales import (DepthScales, PhaseBoundary, c_map, critical_line,  # noqa: F401
                                   critical_weight_variance, depth_scales, phase_boundary)
+from initjax.finite_width import LogVarianceSpread, log_variance_spread  # noqa: F401
 from initjax.gaussian_expectations import gaussian_expectation  # noqa: F401
 from initjax.mean_field import (FixedPoint, chi_1, fixed_point_q, q_fixed_points,  # noqa: F401
                                 q_map, reached_fixed_point)
