@@ -21,52 +21,37 @@ with dl/df_K = 2 (f_K - y).
 All predictions are returned as log10 values computed in float64, so they stay exact where the
 variances themselves would overflow (about 1e170 for sigma2_Omega = 1 after 50 layers).
 Expectations over a Gaussian pre-activation are closed form for ReLU, leaky ReLU and identity,
-and Gauss-Hermite quadrature for every other activation.
+and quadrature (`initjax.gaussian_expectations`) for every other activation. Every `activation`
+argument is a registered name, an `initjax.activations.Activation` or a JAX-traceable callable.
+
+The mean-field theory of deep random networks (the q- and c-maps, their fixed points from the
+actual input, chi_1, chi_c, the depth scales xi_q, xi_c, the phases and the critical line) is in
+`initjax.mean_field` and `initjax.depth_scales` and re-exported here; the spread of one
+finite-width network around these predictions is in `initjax.finite_width`
+(`log_variance_spread`, also re-exported here).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Sequence
 
 import numpy as np
 
 from initjax import activations
+# Mean-field theory (fixed points, correlations, depth scales, phases) lives in its own modules;
+# these names are part of initjax.theory too.
+from initjax.depth_scales import (DepthScales, PhaseBoundary, c_map, critical_line,  # noqa: F401
+                                  critical_weight_variance, depth_scales, phase_boundary)
+from initjax.finite_width import LogVarianceSpread, log_variance_spread  # noqa: F401
+from initjax.gaussian_expectations import gaussian_expectation  # noqa: F401
+from initjax.mean_field import (FixedPoint, chi_1, fixed_point_q, q_fixed_points,  # noqa: F401
+                                q_map, reached_fixed_point)
 
 _LOG10_2 = math.log10(2.0)
-_QUADRATURE_ORDER = 200
 
 
-# ------------------------------------------------------------------------------------------------
-# Gaussian expectations.
-
-_Z_MAX = 12.0  # standard-normal mass beyond 12 sigma is ~1e-33
-
-
-@functools.lru_cache(maxsize=None)
-def _half_line_nodes(order: int) -> tuple[np.ndarray, np.ndarray]:
-  # Gauss-Legendre on [0, Z_MAX] with the standard-normal density folded into the weights.
-  x, w = np.polynomial.legendre.leggauss(order)
-  z = 0.5 * _Z_MAX * (x + 1.0)
-  return z, 0.5 * _Z_MAX * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-
-
-def gaussian_expectation(g, variance: float, mean: float = 0.0,
-                         order: int = _QUADRATURE_ORDER) -> float:
-  """E[g(f)] for f ~ N(mean, variance) by Gauss-Legendre quadrature on each half-line.
-
-  E[g(f)] = int_0^inf (g(mean + s z) + g(mean - s z)) phi(z) dz, so a kink of g at f = mean
-  (ReLU-like activations at 0 with mean 0) sits at the end of the interval, where the rule stays
-  accurate; plain Gauss-Hermite loses several percent there. g is vectorized over numpy.
-  """
-  z, w = _half_line_nodes(order)
-  # A vanishing (not zero) spread keeps a kink's one-sided derivatives apart at variance 0.
-  s = math.sqrt(max(variance, 1e-300))
-  return float(np.sum(w * (g(mean + s * z) + g(mean - s * z))))
-
-
-def activation_moments(activation: str, variance: float) -> dict[str, float]:
+def activation_moments(activation: activations.ActivationLike, variance: float) -> dict[str, float]:
   """Moments of h = a[f] and a'[f] for f ~ N(0, variance).
 
   Returns {"mean_h": E[a[f]], "second_moment_h": E[a[f]^2], "var_h": Var[a[f]],
@@ -136,77 +121,6 @@ def xavier_variance(fan_in: int, fan_out: int) -> float:
   return 2.0 / (fan_in + fan_out)
 
 
-def fixed_point_q(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
-  """The stable fixed point q* of the mean-field map q <- sigma2_w E[a(sqrt(q) z)^2] + sigma2_b.
-
-  sigma2_w is the weight variance times the fan-in (W ~ N(0, sigma2_w / N)). g(q) = F(q) - q is
-  scanned on a log grid; the first crossing from above to below zero is refined with brentq.
-  Returns 0.0 when the map contracts to zero (zero bias, ordered phase) and inf when q grows
-  without bound (e.g. ReLU above criticality).
-  """
-  from scipy import optimize  # pylint: disable=import-outside-toplevel
-
-  def g(q):
-    return sigma2_w * activation_moments(activation, q)["second_moment_h"] + sigma2_b - q
-
-  grid = np.geomspace(1e-10, 1e10, 81)
-  values = [g(q) for q in grid]
-  if values[0] < 0:
-    return 0.0 if sigma2_b == 0.0 else float(optimize.brentq(g, 0.0, grid[0]))
-  for i in range(len(grid) - 1):
-    if values[i] >= 0 > values[i + 1]:
-      return float(optimize.brentq(g, grid[i], grid[i + 1], xtol=1e-14, rtol=1e-12))
-  return math.inf
-
-
-def chi_1(activation: str, sigma2_w: float, sigma2_b: float = 0.0) -> float:
-  """chi_1 = sigma_w^2 E[a'(sqrt(q*) z)^2]: the per-layer factor of the gradient variance."""
-  closed = activations.get(activation).gaussian_moments(1.0)
-  if closed is not None and sigma2_b == 0.0:
-    return sigma2_w * closed["second_moment_da"]  # E[a'^2] does not depend on q
-  q = fixed_point_q(activation, sigma2_w, sigma2_b)
-  if not math.isfinite(q):
-    q = 1e10  # diverging variance: chi_1 at the largest scale scanned
-  return sigma2_w * activation_moments(activation, q)["second_moment_da"]
-
-
-def critical_weight_variance(activation: str, sigma2_b: float = 0.0,
-                             lo: float = 0.05, hi: float = 1e4) -> float:
-  """The sigma2_w (= fan_in * Var[W]) at which chi_1 = 1: the edge of chaos.
-
-  ReLU with zero bias gives 2 (He); tanh with zero bias gives 1 (Xavier / LeCun). The root is
-  bracketed on a log grid over [lo, hi] and refined by bisection on log sigma2_w; raises
-  ValueError when chi_1 - 1 does not change sign there, or jumps over 1 without crossing it.
-  """
-  closed = activations.get(activation).gaussian_moments(1.0)
-  if closed is not None and sigma2_b == 0.0:
-    return 1.0 / closed["second_moment_da"]
-  grid = np.geomspace(lo, hi, 49)
-  values = [chi_1(activation, float(s), sigma2_b) - 1.0 for s in grid]
-  bracket = next((i for i in range(len(grid) - 1) if values[i] * values[i + 1] <= 0), None)
-  if bracket is None:
-    raise ValueError(f"chi_1 = 1 has no root for {activation!r} with sigma2_w in [{lo}, {hi}]")
-  a, b, g_a = math.log(grid[bracket]), math.log(grid[bracket + 1]), values[bracket]
-  for _ in range(50):
-    m = 0.5 * (a + b)
-    g_m = chi_1(activation, math.exp(m), sigma2_b) - 1.0
-    if g_m * g_a > 0:
-      a, g_a = m, g_m
-    else:
-      b = m
-  lo_chi, hi_chi = chi_1(activation, math.exp(a), sigma2_b), chi_1(activation, math.exp(b), sigma2_b)
-  if abs(lo_chi - 1.0) < 1e-3 and abs(hi_chi - 1.0) < 1e-3:
-    return math.exp(0.5 * (a + b))
-  # chi_1 is discontinuous here: q* jumps (GELU with zero bias: from 0 to infinity at
-  # sigma2_w = 4). The edge of chaos is the side on which chi_1 reaches 1 continuously.
-  if abs(lo_chi - 1.0) < 1e-3:
-    return math.exp(a)
-  if abs(hi_chi - 1.0) < 1e-3:
-    return math.exp(b)
-  raise ValueError(f"chi_1 = 1 has no root for {activation!r}: chi_1 jumps from {lo_chi:.3f} "
-                   f"to {hi_chi:.3f} at sigma2_w = {math.exp(a):.4f}")
-
-
 # ------------------------------------------------------------------------------------------------
 # Whole-network predictions.
 
@@ -243,7 +157,8 @@ def _log10(x: float) -> float:
 
 def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
                 sigma2_omega: float | Sequence[float], sigma2_beta: float | Sequence[float] = 0.0,
-                activation: str = "relu", input_second_moment: float = 1.0,
+                activation: activations.ActivationLike = "relu",
+                input_second_moment: float = 1.0,
                 target_second_moment: float = 0.0) -> MLPPrediction:
   """Per-layer forward and backward variance predictions for an MLP at initialization.
 
@@ -251,7 +166,7 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
     input_dim, width, depth, output_dim: D_in, D_h, K hidden layers, D_out.
     sigma2_omega: weight variance, one value or K+1 values (Omega_0..Omega_K).
     sigma2_beta: bias variance, one value or K+1 values.
-    activation: a name from `initjax.activations`.
+    activation: a registered name, an `Activation` or a JAX-traceable callable.
     input_second_moment: E[x_j^2] (1 for a standard normal input).
     target_second_moment: E[y^2] of the least-squares target (0 in the book's experiment).
 
@@ -305,7 +220,7 @@ def predict_mlp(*, input_dim: int, width: int, depth: int, output_dim: int = 1,
                        log10_var_dl_domega=log_domega)
 
 
-def decades_per_layer(activation: str, width: int, sigma2_omega: float,
+def decades_per_layer(activation: activations.ActivationLike, width: int, sigma2_omega: float,
                       sigma2_beta: float = 0.0, input_variance: float = 1.0,
                       depth: int = 50) -> dict[str, float]:
   """Predicted mean change of log10 Var per hidden layer, forward (f_k) and backward (dl/dh_k).
