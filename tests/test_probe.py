@@ -269,6 +269,18 @@ class ResMLP(nn.Module):
     return self.shared(self.shared(x))
 
 
+class ConvBNDrop(nnx.Module):
+  """nnx layers that update state (batch statistics) or draw (dropout) in the forward pass."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+    self.bn = nnx.BatchNorm(4, rngs=rngs)
+    self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+  def __call__(self, x):
+    return self.drop(nnx.relu(self.bn(self.conv(x))))
+
+
 def test_layer_names_linen_nested_shared_and_nnx():
   x = jnp.ones((2, 4))
   assert list(probe.layers(ResMLP(), x)) == [
@@ -282,6 +294,7 @@ def test_layer_names_linen_nested_shared_and_nnx():
       "linear1": (2, 16), "layers/0": (2, 16)}
   assert probe.layers((lambda k: {"w": jnp.ones((4, 2))}, lambda p, x: x @ p["w"]), x) == {
       "output": (2, 2)}
+  assert list(probe.layers(ConvBNDrop, jnp.ones((2, 5, 5, 3)))) == ["conv", "bn", "drop"]
 
 
 def test_redraw_does_not_depend_on_other_leaves():
@@ -294,6 +307,12 @@ def test_redraw_does_not_depend_on_other_leaves():
   np.testing.assert_array_equal(out_small["a"]["kernel"], out_large["a"]["kernel"])
   assert redraw.param_roles("pure", large) == {"a/kernel": "kernel", "a/bias": "bias",
                                                "b/w": "kernel"}
+
+
+class Image(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Conv(4, (3, 3))(x.reshape(x.shape[0], 4, 4, 1))
 
 
 def _bad_measure(**overrides):
@@ -309,12 +328,16 @@ def _dup_taps(params, x):
 
 @pytest.mark.parametrize("overrides, match", [
     (dict(model=MLP, x=jnp.ones((2, 5))), r"nnx class MLP failed on x of shape \(2, 5\)"),
+    (dict(model=Image(), x=jnp.ones((2, 10))),
+     r"flax.linen module Image failed to initialize on x of shape \(2, 10\): TypeError: "
+     "cannot reshape"),
     (dict(model=(lambda k: {"w": jnp.ones((8, 8))}, _dup_taps)), "tap name 'h' is used twice"),
     (dict(weight_init=I.variance_scaling(1.0, "fan_in", "normal", in_axis=3)),
      r"weight_init cannot draw 'params/Conv_0/kernel' of shape \(3, 8, 8\).*in_axis=3"),
     (dict(weight_init=lambda k, shape, dtype: jnp.zeros((2, 2), dtype)),
      "weight_init drew float32.*for 'params/Conv_0/kernel'"),
     (dict(num_seeds=0), "num_seeds must be an integer >= 1"),
+    (dict(key=0), "key must be a jax.random key"),
     (dict(weight_init="he_nromal"), "Unknown initializer 'he_nromal'"),
     (dict(weight_scale=[1.0, -2.0]), "weight_scale must be a positive"),
     (dict(model=42), "model must be a flax.linen.Module"),
@@ -351,8 +374,11 @@ def test_four_fake_devices_equal_one():
                 weight_scale=(0.5, 2.0))
       one = probe.measure(Net(), x, num_devices=1, **kw)
       four = probe.measure(Net(), x, **kw)
+      # Two devices, seeds vmapped in chunks of 4 (as on an accelerator; 12 items -> padded).
+      chunked = probe.measure(Net(), x, num_devices=2, seed_chunk=4, **kw)
       for name in probe.STATISTICS + ("loss",):
         np.testing.assert_allclose(one[name], four[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(one[name], chunked[name], rtol=1e-5, err_msg=name)
       print("ok")
   """)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",

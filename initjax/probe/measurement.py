@@ -253,6 +253,14 @@ def _scales(weight_scale) -> tuple[np.ndarray, bool]:
   return values, stacked
 
 
+def _seed_keys(key: Any, num_seeds: int) -> jax.Array:
+  try:
+    return jax.random.split(key, num_seeds)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ProbeError(f"key must be a jax.random key such as jax.random.key(0): "
+                     f"{first_line(e)}") from e
+
+
 def _check_common(num_seeds, x) -> jax.Array:
   if isinstance(num_seeds, bool) or not isinstance(num_seeds, (int, np.integer)) or num_seeds < 1:
     raise ProbeError(f"num_seeds must be an integer >= 1; got {num_seeds!r}")
@@ -297,6 +305,7 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
     tap name used twice, an initializer that cannot draw a kernel's shape, num_seeds < 1, ...
   """
   x = _check_common(num_seeds, x)
+  keys = _seed_keys(key, num_seeds)
   scales, stacked = _scales(weight_scale)
   prep = _prepared(model, x, weight_init, bias_init, loss)
   devices = tuple(parallel.local_devices(num_devices))
@@ -308,7 +317,6 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
   # chunks (lax.map would compile a remainder separately); the padding repeats items.
   per_device = -(-n_items // len(devices))
   per_device += -per_device % seed_chunk
-  keys = jax.random.split(key, num_seeds)
   index = np.arange(n_items)
   items = (keys[index % num_seeds], jnp.asarray(scales[index // num_seeds], jnp.float32))
   logging.info("probe: %s, %d layers, %d seeds x %d scales, chunk %d on %d devices",
@@ -362,6 +370,7 @@ def trace(model: Any, x: Any, *, key: jax.Array, weight_init: str | Callable | N
   `measure(key=key)` (for each weight scale).
   """
   x = _check_common(1, x)
+  _seed_keys(key, 1)
   scale, stacked = _scales(weight_scale)
   if stacked:
     raise ProbeError(f"trace takes one weight_scale; got {weight_scale!r}")

@@ -26,6 +26,7 @@ import weakref
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 from flax import nnx
 
 from initjax.probe.recorder import ProbeError, active_recorder, is_layer_output
@@ -116,7 +117,9 @@ def _nnx(make: Callable[[nnx.Rngs], nnx.Module], label: str) -> Model:
   def apply(state, x, include_top):
     if not graphdef_box:
       raise ProbeError(f"{label}: apply before init")
-    module = nnx.merge(graphdef_box[0], state)
+    # Fresh Variables, owned by the current trace (nnx refuses to update, e.g. batch statistics,
+    # Variables created under another one, such as the params closed over by jax.grad).
+    module = nnx.merge(graphdef_box[0], jax.tree.map(lambda v: v, state))
     recorder = active_recorder()
     for path, sub in nnx.iter_modules(module):
       if (path or include_top) and _defines_call(type(sub)):
