@@ -10,14 +10,15 @@ Conventions (differences from ``jax.nn.initializers`` spelled out):
     ``glorot_normal`` and ``lecun_normal`` (and so Flax's default kernel init) draw a
     normal truncated at +-2 std, rescaled to the same variance; use
     ``he_truncated_normal`` or ``variance_scaling(..., "truncated_normal")`` for that.
-  * Fans follow ``jax.nn.initializers``: axes other than in/out/batch form the
-    receptive field, so a conv kernel (h, w, c_in, c_out) has fan_in = h*w*c_in.
+  * Fans (``initjax.fans``) follow ``jax.nn.initializers``: axes other than in/out/batch
+    form the receptive field, so a conv kernel (h, w, c_in, c_out) has fan_in = h*w*c_in.
     Rank-0/1 shapes work with explicit axes (``in_axis=[0], out_axis=[]``), as JAX.
 
 Drop-in behaviour, as ``jax.nn.initializers``: ``dtype=None`` (the default) means JAX's
 default float dtype at call time (float64 under ``JAX_ENABLE_X64``); complex dtypes draw
-complex values with the same variance (uniform on a disk, truncation of the modulus, exactly
-as JAX); every init takes an optional ``out_sharding``. Scales and gains may be arrays,
+what JAX draws, bit for bit (uniform on a disk; the modulus truncated, whose E|z|^2 is 1.9%
+above the nominal variance in JAX, see ``variance_scaling``); every init takes an optional
+``out_sharding``. Scales and gains may be arrays,
 traced ones included (so one compiled program serves many scales): Python numbers and
 concrete arrays are checked, traced values cannot be and are not.
 """
@@ -33,16 +34,17 @@ import numpy as np
 
 from initjax import activations
 from initjax.errors import check_choice
+from initjax.fans import MODES, Axes, compute_fans  # noqa: F401 (re-exported)
+from initjax.fans import check_mode as _check_mode
+from initjax.fans import fan as _fan
 
 Initializer = Callable[..., jax.Array]
-Axes = int | Sequence[int]
 
 # Standard deviation of a standard normal truncated to (-2, 2); same constant as JAX.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 # Standard deviation of a unit-variance complex normal with modulus truncated to 2; as JAX.
 COMPLEX_TRUNCATED_NORMAL_STD = 0.95311164380491208
 
-MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
@@ -83,62 +85,6 @@ def _check_finite(what: str, value: Any) -> Any:
 def _float_dtype(dtype: Any) -> Any:
   """JAX's default float dtype (float64 under x64) when `dtype` is None, as jax.nn.initializers."""
   return jnp.result_type(float) if dtype is None else dtype
-
-
-def _axes(axis: Axes, ndim: int, what: str) -> tuple[int, ...]:
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  for a in axes:
-    if not -ndim <= a < ndim:
-      raise ValueError(f"{what}={axis!r} is out of range for a rank-{ndim} shape")
-  return tuple(a % ndim for a in axes)
-
-
-def compute_fans(shape: Sequence[int], in_axis: Axes = -2, out_axis: Axes = -1,
-                 batch_axis: Axes = ()) -> tuple[float, float]:
-  """Returns (fan_in, fan_out) of a weight tensor, as ``jax.nn.initializers``.
-
-  receptive = prod(shape) / (prod(in dims) * prod(out dims) * prod(batch dims)),
-  fan_in = prod(in dims) * receptive, fan_out = prod(out dims) * receptive.
-  A conv kernel (h, w, c_in, c_out) gives fan_in = h*w*c_in, fan_out = h*w*c_out.
-  Rank 0 and 1 need explicit axes, as in JAX: (7,) with in_axis=[0], out_axis=[] gives
-  (7, 1); an empty sequence of axes has size 1. The axes must be distinct (JAX does not check).
-  """
-  shape = tuple(int(d) for d in shape)
-  ndim = len(shape)
-  if isinstance(in_axis, int) and in_axis == -2 and ndim <= 1:
-    # JAX's message, then initjax's.
-    raise ValueError(
-        f"Can't compute input and output sizes of a {ndim}-dimensional weights tensor with "
-        "default in_axis. Must be at least 2D or specify in_axis explicitly (fans need rank >= 2 "
-        f"with the default axes; got shape {shape}; use normal/zeros/constant for biases)")
-  ins = _axes(in_axis, ndim, "in_axis")
-  outs = _axes(out_axis, ndim, "out_axis")
-  batch = _axes(batch_axis, ndim, "batch_axis")
-  if len(set(ins + outs + batch)) != len(ins) + len(outs) + len(batch):
-    raise ValueError(f"in_axis={in_axis!r}, out_axis={out_axis!r}, batch_axis={batch_axis!r} "
-                     "must be distinct axes")
-  in_size = math.prod(shape[a] for a in ins)
-  out_size = math.prod(shape[a] for a in outs)
-  batch_size = math.prod(shape[a] for a in batch)
-  # Same arithmetic as jax's _compute_fans, so variances agree bit for bit.
-  receptive = math.prod(shape) / in_size / out_size / batch_size
-  return in_size * receptive, out_size * receptive
-
-
-def _fan(mode: str, fan_in: float, fan_out: float) -> float:
-  if mode == "fan_in":
-    return fan_in
-  if mode == "fan_out":
-    return fan_out
-  if mode == "fan_avg":
-    return (fan_in + fan_out) / 2
-  return (fan_in * fan_out) ** 0.5  # fan_geo_avg
-
-
-def _check_mode(mode: str) -> str:
-  if mode not in MODES:
-    raise ValueError(f"Invalid mode {mode!r}; valid choices: {', '.join(MODES)}")
-  return mode
 
 
 def _complex_dtype(dtype: Any) -> tuple[Any, Any]:

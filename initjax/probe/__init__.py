@@ -8,9 +8,9 @@
 `model` is a `flax.linen.Module`, a `flax.nnx.Module` class or factory `rngs -> module`, or a
 pair `(init_fn, apply_fn)` of pure functions whose layers are marked with `tap(name, value)`.
 Flax layers are found without changing the user's module (every submodule `__call__`).
-Modules: `recorder` (`tap`: marking and recording layer outputs), `models` (the three kinds made pure),
-`redraw` (kernels and biases redrawn by an initjax initializer), `measurement` (`measure`: one compiled call
-over seeds and devices, and `trace` for one network).
+Modules: `recorder` (`tap`: marking and recording layer outputs), `models` (the three kinds
+made pure), `redraw` (kernels and biases redrawn by an initjax initializer), `measurement`
+(`measure`: one compiled call over seeds and devices; `trace`: one network; `layers`).
 """
 from initjax.probe.measurement import (STATISTICS, default_seed_chunk, layer_statistics, layers,
                                        least_squares, measure, trace, trace_count)
