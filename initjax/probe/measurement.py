@@ -204,7 +204,7 @@ def _check_seed(prep: _Prepared, x: jax.Array) -> None:
   """One seed's whole computation, abstractly: what only shows under jax.grad shows here."""
   try:
     jax.eval_shape(functools.partial(seed_statistics, prep), jax.random.key(0),
-                   jnp.float32(1.0), x)
+                   jnp.asarray(1.0, jnp.result_type(float)), x)
   except ProbeError:
     raise
   except jax.errors.UnexpectedTracerError as e:
@@ -318,7 +318,8 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
   per_device = -(-n_items // len(devices))
   per_device += -per_device % seed_chunk
   index = np.arange(n_items)
-  items = (keys[index % num_seeds], jnp.asarray(scales[index // num_seeds], jnp.float32))
+  scale_items = jnp.asarray(scales[index // num_seeds], jnp.result_type(float))
+  items = (keys[index % num_seeds], scale_items)
   logging.info("probe: %s, %d layers, %d seeds x %d scales, chunk %d on %d devices",
                prep.model.label, len(prep.layers), num_seeds, len(scales), seed_chunk,
                len(devices))
@@ -376,7 +377,7 @@ def trace(model: Any, x: Any, *, key: jax.Array, weight_init: str | Callable | N
     raise ProbeError(f"trace takes one weight_scale; got {weight_scale!r}")
   prep = _prepared(model, x, weight_init, bias_init, loss)
   params, outputs, grads, loss_value, out = jax.tree.map(
-      np.asarray, _trace_program(prep)(key, jnp.float32(scale[0]), x))
+      np.asarray, _trace_program(prep)(key, jnp.asarray(scale[0], jnp.result_type(float)), x))
   return {"layers": prep.layers, "params": params,
           "outputs": {n: outputs[n] for n in prep.layers},
           "grads": {n: grads[n] for n in prep.layers}, "loss": float(loss_value), "out": out}
