@@ -10,8 +10,17 @@ Conventions (differences from ``jax.nn.initializers`` spelled out):
     ``glorot_normal`` and ``lecun_normal`` (and so Flax's default kernel init) draw a
     normal truncated at +-2 std, rescaled to the same variance; use
     ``he_truncated_normal`` or ``variance_scaling(..., "truncated_normal")`` for that.
-  * Fans follow ``jax.nn.initializers``: axes other than in/out/batch form the
-    receptive field, so a conv kernel (h, w, c_in, c_out) has fan_in = h*w*c_in.
+  * Fans (``initjax.fans``) follow ``jax.nn.initializers``: axes other than in/out/batch
+    form the receptive field, so a conv kernel (h, w, c_in, c_out) has fan_in = h*w*c_in.
+    Rank-0/1 shapes work with explicit axes (``in_axis=[0], out_axis=[]``), as JAX.
+
+Drop-in behaviour, as ``jax.nn.initializers``: ``dtype=None`` (the default) means JAX's
+default float dtype at call time (float64 under ``JAX_ENABLE_X64``); complex dtypes draw
+what JAX draws, bit for bit (uniform on a disk; the modulus truncated, whose E|z|^2 is 1.9%
+above the nominal variance in JAX, see ``variance_scaling``); every init takes an optional
+``out_sharding``. Scales and gains may be arrays,
+traced ones included (so one compiled program serves many scales): Python numbers and
+concrete arrays are checked, traced values cannot be and are not.
 """
 from __future__ import annotations
 
@@ -21,88 +30,95 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from initjax import activations
 from initjax.errors import check_choice
+from initjax.fans import MODES, Axes, compute_fans  # noqa: F401 (re-exported)
+from initjax.fans import check_mode as _check_mode
+from initjax.fans import fan as _fan
 
 Initializer = Callable[..., jax.Array]
-Axes = int | Sequence[int]
 
 # Standard deviation of a standard normal truncated to (-2, 2); same constant as JAX.
 TRUNCATED_NORMAL_STD = 0.87962566103423978
+# Standard deviation of a unit-variance complex normal with modulus truncated to 2; as JAX.
+COMPLEX_TRUNCATED_NORMAL_STD = 0.95311164380491208
 
-MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
-def _check_positive(what: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-      math.isfinite(value) and value > 0):
-    raise ValueError(f"{what} must be a positive finite number; got {value!r}")
-  return float(value)
+def _check_number(what: str, value: Any, positive: bool) -> Any:
+  """A Python number -> float, checked; a real scalar array (NumPy or JAX) -> itself, checked
+  when its value is known (a traced one is not: its value does not exist yet)."""
+  kind = "a positive finite number" if positive else "a finite number"
+  if isinstance(value, bool):
+    raise ValueError(f"{what} must be {kind}; got {value!r}")
+  if isinstance(value, (int, float)):
+    result = concrete = float(value)
+  elif hasattr(value, "dtype") and hasattr(value, "shape"):
+    dtype = jnp.dtype(value.dtype)
+    if np.ndim(value) != 0 or dtype == jnp.bool_ or not jnp.issubdtype(dtype, jnp.number) or (
+        jnp.issubdtype(dtype, jnp.complexfloating)):
+      raise ValueError(f"{what} must be {kind} (a real scalar); got an array of shape "
+                       f"{tuple(np.shape(value))} and dtype {dtype}")
+    try:
+      concrete = float(np.asarray(value))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+      return value  # traced: checked by nobody, as in jax.nn.initializers
+    result = value
+  else:
+    raise ValueError(f"{what} must be {kind}; got {value!r}")
+  if not math.isfinite(concrete) or (positive and not concrete > 0):
+    raise ValueError(f"{what} must be {kind}; got {value!r}")
+  return result
 
 
-def _check_finite(what: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-    raise ValueError(f"{what} must be a finite number; got {value!r}")
-  return float(value)
+def _check_positive(what: str, value: Any) -> Any:
+  return _check_number(what, value, positive=True)
 
 
-def _axes(axis: Axes, ndim: int, what: str) -> tuple[int, ...]:
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  for a in axes:
-    if not -ndim <= a < ndim:
-      raise ValueError(f"{what}={axis!r} is out of range for a rank-{ndim} shape")
-  return tuple(a % ndim for a in axes)
+def _check_finite(what: str, value: Any) -> Any:
+  return _check_number(what, value, positive=False)
 
 
-def compute_fans(shape: Sequence[int], in_axis: Axes = -2, out_axis: Axes = -1,
-                 batch_axis: Axes = ()) -> tuple[float, float]:
-  """Returns (fan_in, fan_out) of a weight tensor, as ``jax.nn.initializers``.
-
-  receptive = prod(shape) / (prod(in dims) * prod(out dims) * prod(batch dims)),
-  fan_in = prod(in dims) * receptive, fan_out = prod(out dims) * receptive.
-  A conv kernel (h, w, c_in, c_out) gives fan_in = h*w*c_in, fan_out = h*w*c_out.
-  """
-  shape = tuple(int(d) for d in shape)
-  ndim = len(shape)
-  if ndim < 2:
-    raise ValueError(
-        "compute_fans needs a weight matrix or kernel of rank >= 2; got shape "
-        f"{shape} (rank {ndim}). Use normal/zeros/constant for biases.")
-  ins = _axes(in_axis, ndim, "in_axis")
-  outs = _axes(out_axis, ndim, "out_axis")
-  batch = _axes(batch_axis, ndim, "batch_axis")
-  if len(set(ins + outs + batch)) != len(ins) + len(outs) + len(batch):
-    raise ValueError(f"in_axis={in_axis!r}, out_axis={out_axis!r}, batch_axis={batch_axis!r} "
-                     "must be distinct axes")
-  in_size = math.prod(shape[a] for a in ins)
-  out_size = math.prod(shape[a] for a in outs)
-  batch_size = math.prod(shape[a] for a in batch)
-  # Same arithmetic as jax's _compute_fans, so variances agree bit for bit.
-  receptive = math.prod(shape) / in_size / out_size / batch_size
-  return in_size * receptive, out_size * receptive
+def _float_dtype(dtype: Any) -> Any:
+  """JAX's default float dtype (float64 under x64) when `dtype` is None, as jax.nn.initializers."""
+  return jnp.result_type(float) if dtype is None else dtype
 
 
-def _fan(mode: str, fan_in: float, fan_out: float) -> float:
-  if mode == "fan_in":
-    return fan_in
-  if mode == "fan_out":
-    return fan_out
-  if mode == "fan_avg":
-    return (fan_in + fan_out) / 2
-  return (fan_in * fan_out) ** 0.5  # fan_geo_avg
+def _complex_dtype(dtype: Any) -> tuple[Any, Any]:
+  """(real dtype, complex dtype) of a complex `dtype`, as jax's complex samplers use them."""
+  real = np.array(0, dtype).real.dtype
+  return real, np.result_type(real, np.complex64)
 
 
-def _check_mode(mode: str) -> str:
-  if mode not in MODES:
-    raise ValueError(f"Invalid mode {mode!r}; valid choices: {', '.join(MODES)}")
-  return mode
+def _complex_uniform(key: jax.Array, shape: tuple, dtype: Any) -> jax.Array:
+  """Uniform on the unit-variance disk |z| <= sqrt(2): r = sqrt(2 u), angle 2 pi v (JAX's
+  algorithm, same draws)."""
+  key_r, key_theta = jax.random.split(key)
+  real, dtype = _complex_dtype(dtype)
+  r = jnp.sqrt(2 * jax.random.uniform(key_r, shape, real)).astype(dtype)
+  theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real).astype(dtype)
+  return r * jnp.exp(1j * theta)
 
 
-def variance_scaling(scale: float, mode: str, distribution: str, in_axis: Axes = -2,
+def _complex_truncated_normal(key: jax.Array, upper: float, shape: tuple,
+                              dtype: Any) -> jax.Array:
+  """Complex normal of unit variance with |z| truncated to `upper`, by inverting the CDF of
+  |z|^2 (JAX's algorithm, same draws)."""
+  key_r, key_theta = jax.random.split(key)
+  real, dtype = _complex_dtype(dtype)
+  t = ((1 - jnp.exp(jnp.array(-(upper ** 2), dtype)))
+       * jax.random.uniform(key_r, shape, real).astype(dtype))
+  r = jnp.sqrt(-jnp.log(1 - t))
+  theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real).astype(dtype)
+  return r * jnp.exp(1j * theta)
+
+
+def variance_scaling(scale: Any, mode: str, distribution: str, in_axis: Axes = -2,
                      out_axis: Axes = -1, batch_axis: Axes = (),
-                     dtype: Any = jnp.float32) -> Initializer:
+                     dtype: Any = None) -> Initializer:
   """Zero-mean initializer with variance scale / n, n = fan_in, fan_out,
   (fan_in + fan_out) / 2 or sqrt(fan_in * fan_out) for mode fan_in, fan_out, fan_avg,
   fan_geo_avg.
@@ -112,6 +128,10 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: Axes =
     truncated_normal: sqrt(var) / 0.8796... * TN(-2, 2), i.e. a normal cut at +-2 of
       its std and rescaled so the variance is exactly var (as JAX).
     uniform: U(-sqrt(3 var), sqrt(3 var)).
+  Complex dtypes (as JAX): complex normal and uniform on a disk, E|z|^2 = var; a truncated
+  normal cut at modulus 2 and rescaled by JAX's 0.9531..., which gives E|z|^2 = 1.0187 var
+  (the exact constant would be 0.9620; initjax keeps JAX's draws). `scale` may be a (traced)
+  scalar array.
   Same draws as ``jax.nn.initializers.variance_scaling`` for the same key.
   """
   scale = _check_positive("scale", scale)
@@ -120,16 +140,26 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: Axes =
     raise ValueError(f"Invalid distribution {distribution!r}; valid choices: "
                      f"{', '.join(DISTRIBUTIONS)}")
 
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
     shape = tuple(int(d) for d in shape)
+    dtype = _float_dtype(dtype)
     fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
     variance = jnp.array(scale / _fan(mode, fan_in, fan_out), dtype=dtype)
+    real = not jnp.issubdtype(dtype, jnp.complexfloating)
     if distribution == "normal":
-      return jax.random.normal(key, shape, dtype) * jnp.sqrt(variance)
+      return jax.random.normal(key, shape, dtype, out_sharding=out_sharding) * jnp.sqrt(variance)
     if distribution == "truncated_normal":
-      std = jnp.sqrt(variance) / jnp.array(TRUNCATED_NORMAL_STD, dtype)
-      return jax.random.truncated_normal(key, -2, 2, shape, dtype) * std
-    return jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+      if real:
+        std = jnp.sqrt(variance) / jnp.array(TRUNCATED_NORMAL_STD, dtype)
+        return jax.random.truncated_normal(key, -2, 2, shape, dtype,
+                                           out_sharding=out_sharding) * std
+      std = jnp.sqrt(variance) / jnp.array(COMPLEX_TRUNCATED_NORMAL_STD, dtype)
+      return _complex_truncated_normal(key, 2, shape, dtype) * std
+    if real:
+      return jax.random.uniform(key, shape, dtype, -1,
+                                out_sharding=out_sharding) * jnp.sqrt(3 * variance)
+    return _complex_uniform(key, shape, dtype) * jnp.sqrt(variance)
 
   return init
 
@@ -167,7 +197,7 @@ def _he_scale(gain: float | None, negative_slope: float) -> float:
 
 def he_normal(gain: float | None = None, negative_slope: float = 0.0, mode: str = "fan_in",
               in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
-              dtype: Any = jnp.float32) -> Initializer:
+              dtype: Any = None) -> Initializer:
   """He (Kaiming) init: PLAIN normal N(0, g^2 / n), g = gain if given else
   sqrt(2 / (1 + negative_slope^2)), n = fan_in (or fan_out etc., per `mode`).
 
@@ -181,7 +211,7 @@ def he_normal(gain: float | None = None, negative_slope: float = 0.0, mode: str 
 
 def he_uniform(gain: float | None = None, negative_slope: float = 0.0, mode: str = "fan_in",
                in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
-               dtype: Any = jnp.float32) -> Initializer:
+               dtype: Any = None) -> Initializer:
   """He init, uniform: U(-sqrt(3 var), sqrt(3 var)), var = g^2 / n as ``he_normal``."""
   return variance_scaling(_he_scale(gain, negative_slope), mode, "uniform", in_axis,
                           out_axis, batch_axis, dtype)
@@ -189,7 +219,7 @@ def he_uniform(gain: float | None = None, negative_slope: float = 0.0, mode: str
 
 def he_truncated_normal(gain: float | None = None, negative_slope: float = 0.0,
                         mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -1,
-                        batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+                        batch_axis: Axes = (), dtype: Any = None) -> Initializer:
   """He init, truncated at +-2 std and rescaled: variance exactly g^2 / n as
   ``he_normal``. With the defaults it equals ``jax.nn.initializers.he_normal()``."""
   return variance_scaling(_he_scale(gain, negative_slope), mode, "truncated_normal",
@@ -197,7 +227,7 @@ def he_truncated_normal(gain: float | None = None, negative_slope: float = 0.0,
 
 
 def xavier_normal(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
-                  batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+                  batch_axis: Axes = (), dtype: Any = None) -> Initializer:
   """Xavier/Glorot (Glorot & Bengio 2010): PLAIN normal N(0, gain^2 * 2/(fan_in + fan_out)).
 
   JAX's ``glorot_normal`` is truncated (same variance); this one is not (as PyTorch).
@@ -207,7 +237,7 @@ def xavier_normal(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
 
 
 def xavier_uniform(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
-                   batch_axis: Axes = (), dtype: Any = jnp.float32) -> Initializer:
+                   batch_axis: Axes = (), dtype: Any = None) -> Initializer:
   """Xavier/Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), so
   variance gain^2 * 2/(fan_in + fan_out). gain=1 equals ``jax...glorot_uniform()``."""
   return variance_scaling(_check_positive("gain", gain) ** 2, "fan_avg", "uniform", in_axis,
@@ -215,20 +245,20 @@ def xavier_uniform(gain: float = 1.0, in_axis: Axes = -2, out_axis: Axes = -1,
 
 
 def lecun_normal(in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
-                 dtype: Any = jnp.float32) -> Initializer:
+                 dtype: Any = None) -> Initializer:
   """LeCun: PLAIN normal N(0, 1/fan_in). JAX's/Flax's default ``lecun_normal`` is
   truncated (same variance)."""
   return variance_scaling(1.0, "fan_in", "normal", in_axis, out_axis, batch_axis, dtype)
 
 
 def lecun_uniform(in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = (),
-                  dtype: Any = jnp.float32) -> Initializer:
+                  dtype: Any = None) -> Initializer:
   """LeCun uniform: U(-sqrt(3/fan_in), sqrt(3/fan_in)), variance 1/fan_in."""
   return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
 def orthogonal(gain: float = 1.0, column_axis: int = -1,
-               dtype: Any = jnp.float32) -> Initializer:
+               dtype: Any = None) -> Initializer:
   """gain * Q, Q Haar-random with orthonormal columns (n_rows >= n_cols) or rows, where
   n_cols = shape[column_axis], n_rows = prod(other dims). Q^T Q = gain^2 I (tall) or
   Q Q^T = gain^2 I (wide); each entry has variance gain^2 / max(n_rows, n_cols).
@@ -236,43 +266,52 @@ def orthogonal(gain: float = 1.0, column_axis: int = -1,
   gain = _check_positive("gain", gain)
   jax_init = jax.nn.initializers.orthogonal(scale=gain, column_axis=column_axis)
 
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
     shape = tuple(int(d) for d in shape)
     if len(shape) < 2:
       raise ValueError(f"orthogonal needs a weight matrix or kernel of rank >= 2; got {shape}")
-    return jax_init(key, shape, dtype)
+    return jax_init(key, shape, _float_dtype(dtype), out_sharding=out_sharding)
 
   return init
 
 
-def normal(variance: float = 1.0, dtype: Any = jnp.float32) -> Initializer:
+def normal(variance: Any = 1.0, dtype: Any = None) -> Initializer:
   """N(0, variance) whatever the shape (any rank, biases included): the book's
-  fixed-variance experiment, sigma_Omega^2 in {0.001, ..., 1.0}. variance > 0."""
-  std = math.sqrt(_check_positive("variance", variance))
+  fixed-variance experiment, sigma_Omega^2 in {0.001, ..., 1.0}. variance > 0 (a
+  number or a scalar array, traced or not). Complex dtypes: E|z|^2 = variance.
+  (``jax.nn.initializers.normal`` takes a standard deviation instead.)"""
+  variance = _check_positive("variance", variance)
+  std = math.sqrt(variance) if isinstance(variance, float) else jnp.sqrt(variance)
 
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
-    return jax.random.normal(key, tuple(shape), dtype) * jnp.array(std, dtype)
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
+    dtype = _float_dtype(dtype)
+    return (jax.random.normal(key, tuple(shape), dtype, out_sharding=out_sharding)
+            * jnp.array(std, dtype))
 
   return init
 
 
-def zeros(dtype: Any = jnp.float32) -> Initializer:
+def zeros(dtype: Any = None) -> Initializer:
   """All zeros (biases); the key is ignored."""
 
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
     del key
-    return jnp.zeros(tuple(shape), dtype)
+    return jnp.zeros(tuple(shape), _float_dtype(dtype), out_sharding=out_sharding)
 
   return init
 
 
-def constant(value: float, dtype: Any = jnp.float32) -> Initializer:
+def constant(value: Any, dtype: Any = None) -> Initializer:
   """Every entry equal to `value` (biases); the key is ignored."""
   value = _check_finite("value", value)
 
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype) -> jax.Array:
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
     del key
-    return jnp.full(tuple(shape), value, dtype)
+    return jnp.full(tuple(shape), value, _float_dtype(dtype), device=out_sharding)
 
   return init
 

@@ -308,3 +308,112 @@ def test_registry_defaults_are_valid_and_match_signatures():
       assert k in params, (name, k)
       if params[k].default is not inspect.Parameter.empty:
         assert params[k].default == v, (name, k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Drop-in behaviour as jax.nn.initializers: default dtype, complex dtypes, rank 0/1 with explicit
+# axes, array-valued and traced scales. (JAX's own tests, ported: tests/test_initializers_jax.py.)
+
+@pytest.mark.parametrize("name", I.initializer_names())
+def test_default_dtype_follows_x64(name):
+  shape = (3, 4)
+  init = I.get_initializer(name)
+  out = jax.eval_shape(lambda k: init(k, shape), jax.random.key(0))
+  assert out.dtype == jnp.float32
+  with jax.enable_x64(True):
+    out = jax.eval_shape(lambda k: init(k, shape), jax.random.key(0))
+    assert out.dtype == jnp.float64, name
+    # An explicit dtype still wins, and the protocol's out_sharding is accepted.
+    out = jax.eval_shape(lambda k: init(k, shape, jnp.float32, out_sharding=None),
+                         jax.random.key(0))
+    assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("ours, theirs, shape", [
+    (I.he_truncated_normal(), jax.nn.initializers.he_normal(), (5, 7)),
+    (I.xavier_uniform(), jax.nn.initializers.glorot_uniform(), (5, 7)),
+    (I.he_uniform(), jax.nn.initializers.he_uniform(), (5, 7)),
+    (I.he_normal(), jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"), (5, 7)),
+    (I.variance_scaling(1.0, "fan_in", "uniform", in_axis=[0], out_axis=[]),
+     jax.nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=[0], out_axis=[]),
+     (7,)),
+    (I.variance_scaling(3.0, "fan_avg", "truncated_normal", in_axis=[], out_axis=[]),
+     jax.nn.initializers.variance_scaling(3.0, "fan_avg", "truncated_normal", in_axis=[],
+                                          out_axis=[]), ()),
+], ids=["he_trunc", "glorot_u", "he_u", "he_n", "rank1_u", "rank0_tn"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64])
+def test_matches_jax_complex_and_low_rank(ours, theirs, shape, dtype):
+  key = jax.random.key(7)
+  np.testing.assert_array_equal(ours(key, shape, dtype), theirs(key, shape, dtype))
+
+
+def test_low_rank_fans():
+  assert I.compute_fans((7,), in_axis=[0], out_axis=[]) == (7, 1)
+  assert I.compute_fans((7,), in_axis=[], out_axis=0) == (1, 7)
+  assert I.compute_fans((), in_axis=[], out_axis=[]) == (1, 1)
+  assert I.expected_variance("he_normal", (7,), in_axis=[0], out_axis=[]) == pytest.approx(2 / 7)
+
+
+# E|r^2| of a unit-mean exponential truncated to r^2 < 4 (a unit-variance complex normal whose
+# modulus is cut at 2), over JAX's rescaling constant squared: JAX's complex truncated normal
+# (and so initjax's, the same draws) has E|z|^2 = 1.0187 var, not var.
+COMPLEX_TRUNCATED_EXCESS = ((1 - 4 * math.exp(-4) / (1 - math.exp(-4)))
+                            / I.COMPLEX_TRUNCATED_NORMAL_STD ** 2)
+
+
+@pytest.mark.parametrize("name, excess, kurt_ratio", [
+    ("he_normal", 1.0, 2.0), ("he_truncated_normal", COMPLEX_TRUNCATED_EXCESS, 2.0),
+    ("he_uniform", 1.0, 4 / 3)])
+def test_complex_moments(name, excess, kurt_ratio):
+  # E|z|^2 = var (times `excess`). For a complex normal |z|^2 = var * Exp(1), so
+  # E|z|^4 / (E|z|^2)^2 = 2 (truncation lowers it; the disk's is 4/3): the SE of mean |z|^2 is
+  # var * sqrt((ratio - 1) / n); 5 SE (0.6% here, the truncated excess is 1.9%). Real and
+  # imaginary parts carry half each (a normal's Re^2 has SE var/2 sqrt(2 / n)).
+  z = np.asarray(I.get_initializer(name)(jax.random.key(0), DENSE, jnp.complex64),
+                 np.complex128)
+  n, var = z.size, I.expected_variance(name, DENSE) * excess
+  assert abs(np.mean(np.abs(z) ** 2) - var) < 5 * var * math.sqrt((kurt_ratio - 1) / n)
+  assert abs(np.mean(z.real ** 2) - var / 2) < 5 * var / 2 * math.sqrt(2 / n)
+  assert abs(np.mean(z)) < 5 * math.sqrt(var / n)
+
+
+def test_traced_scales_share_one_program():
+  key, shape = jax.random.key(3), (20, 30)
+  traces = []
+
+  @jax.jit
+  def draw(scale, gain):
+    traces.append(1)  # runs once per trace
+    return (I.variance_scaling(scale, "fan_avg", "uniform")(key, shape),
+            I.he_normal(gain=gain)(key, shape), I.xavier_normal(gain=gain)(key, shape),
+            I.orthogonal(gain=gain)(key, shape), I.normal(scale)(key, shape))
+
+  for scale, gain in [(0.5, 1.0), (2.0, 3.0)]:
+    got = draw(jnp.float32(scale), jnp.float32(gain))
+    want = (I.variance_scaling(scale, "fan_avg", "uniform")(key, shape),
+            I.he_normal(gain=gain)(key, shape), I.xavier_normal(gain=gain)(key, shape),
+            I.orthogonal(gain=gain)(key, shape), I.normal(scale)(key, shape))
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+  assert len(traces) == 1
+  # vmapped over gains, as a sweep does.
+  gains = jnp.array([1.0, 2.0])
+  stacked = jax.vmap(lambda g: I.he_uniform(gain=g)(key, shape))(gains)
+  np.testing.assert_allclose(stacked[1], 2 * stacked[0], rtol=1e-6)
+
+
+def test_array_scales_are_checked_when_concrete():
+  init = I.variance_scaling(np.float32(2.0), "fan_in", "normal")
+  np.testing.assert_allclose(init(jax.random.key(0), (3, 4)),
+                             I.variance_scaling(2.0, "fan_in", "normal")(jax.random.key(0), (3, 4)),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="scale must be a positive"):
+    I.variance_scaling(jnp.array(-1.0), "fan_in", "normal")
+  with pytest.raises(ValueError, match="gain must be a positive.*real scalar.*shape \\(2,\\)"):
+    I.he_normal(gain=jnp.ones(2))
+  with pytest.raises(ValueError, match="variance must be a positive"):
+    I.normal(np.array(float("inf")))
+  with pytest.raises(ValueError, match="value must be a finite"):
+    I.constant(jnp.array(float("nan")))
+  with pytest.raises(ValueError, match="gain must be a positive"):
+    I.orthogonal(gain=np.bool_(True))
