@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -28,6 +29,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,3 +182,37 @@ def run_blocks(fn: Callable, blocks: Sequence[tuple], worker_devices: Sequence[A
     return [run(i) for i in range(len(blocks))]
   with concurrent.futures.ThreadPoolExecutor(len(worker_devices)) as pool:
     return list(pool.map(run, range(len(blocks))))
+
+
+@functools.lru_cache(maxsize=64)
+def _items_program(one: Callable, chunk: int, shared: bool) -> Callable:
+  @jax.jit
+  def run(items, *rest):
+    fn = (lambda item: one(item, *rest)) if shared else one
+    if chunk == 1:                      # a plain loop: no vmap axis of size 1
+      return jax.lax.map(fn, items)
+    return jax.lax.map(fn, items, batch_size=chunk)
+  return run
+
+
+def map_items(one: Callable, items: Any, *, chunk: int, worker_devices: Sequence[Any],
+              shared: Any = None,
+              lower_context: Callable[[], ContextManager] | None = None) -> Any:
+  """`one(item)` (or `one(item, shared)`) for every item of `items` (a pytree, leading axis =
+  items), as NumPy arrays with the same leading axis.
+
+  Each worker maps `one` over its block of the items with `lax.map`, in vmapped chunks of
+  `chunk` items (memory stays bounded for any number of items); every block is a whole number
+  of chunks (the padding repeats the last item). An item's result depends on `chunk`, never on
+  the number of workers. `one` should be a stable object (a module-level function, or one cached
+  by its configuration): it keys the compiled program.
+  """
+  n = jax.tree.leaves(items)[0].shape[0]
+  chunk = int(max(1, min(chunk, n)))
+  per_block = -(-n // len(worker_devices))
+  per_block += -per_block % chunk
+  padded, _ = pad_leading(items, per_block)
+  program = _items_program(one, chunk, shared is not None)
+  outs = run_blocks(program, [(block,) for block in split_leading(padded, per_block)],
+                    worker_devices, shared, lower_context)
+  return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts])[:n], *outs)

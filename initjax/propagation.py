@@ -109,18 +109,6 @@ def default_seed_chunk(spec: NetworkSpec, device=None, itemsize: int = 4) -> int
   return int(min(256, parallel.chunk_size(256, seed_bytes(spec, itemsize), [device])))
 
 
-@functools.lru_cache(maxsize=64)
-def _seed_program(one: Callable, seed_chunk: int):
-  """The jitted program for one block of (key, scale) items: `one` per item, `lax.map` over the
-  items in vmapped chunks of `seed_chunk`."""
-  @jax.jit
-  def run(keys, scales):
-    if seed_chunk == 1:                 # a plain loop: no vmap axis of size 1
-      return jax.lax.map(one, (keys, scales))
-    return jax.lax.map(one, (keys, scales), batch_size=seed_chunk)
-  return run
-
-
 def run_seeds(one: Callable, key: jax.Array, scales: Sequence[float], num_seeds: int, dtype,
               seed_chunk: int, work: Sequence[Any]) -> dict[str, np.ndarray]:
   """`one((key, scale)) -> {quantity: per-layer values}` for every (scale, seed), in blocks
@@ -128,22 +116,14 @@ def run_seeds(one: Callable, key: jax.Array, scales: Sequence[float], num_seeds:
 
   Returns {quantity: float64 array (len(scales), num_seeds, layers)}.
   """
-  n_items = len(scales) * num_seeds
-  seed_chunk = int(max(1, min(seed_chunk, n_items)))
-  # Item i = (scale i // num_seeds, seed i % num_seeds). Every worker takes one block of a whole
-  # number of chunks (lax.map would compile a remainder separately); padding repeats items.
-  per_block = -(-n_items // len(work))
-  per_block += -per_block % seed_chunk
+  # Item i = (scale i // num_seeds, seed i % num_seeds).
   keys = jax.random.split(key, num_seeds)
-  index = np.arange(n_items)
-  items, _ = parallel.pad_leading(
-      (keys[index % num_seeds], jnp.asarray(np.asarray(scales)[index // num_seeds], dtype)),
-      per_block)
-  outs = parallel.run_blocks(_seed_program(one, seed_chunk),
-                             parallel.split_leading(items, per_block), work,
-                             lower_context=_jax_internals.unrolled_threefry_on_cpu)
-  return {q: np.concatenate([np.asarray(o[q], dtype=np.float64) for o in outs])[:n_items]
-          .reshape(len(scales), num_seeds, -1) for q in outs[0]}
+  index = np.arange(len(scales) * num_seeds)
+  items = (keys[index % num_seeds], jnp.asarray(np.asarray(scales)[index // num_seeds], dtype))
+  out = parallel.map_items(one, items, chunk=seed_chunk, worker_devices=work,
+                           lower_context=_jax_internals.unrolled_threefry_on_cpu)
+  return {q: np.asarray(v, np.float64).reshape(len(scales), num_seeds, -1)
+          for q, v in out.items()}
 
 
 def _check_scales(scales, num_seeds, dtype) -> list[float]:

@@ -227,20 +227,14 @@ def default_seed_chunk(bytes_per_seed: float, device=None) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _program(prep: _Prepared, seed_chunk: int, devices: tuple):
-  """Per-seed statistics, `lax.map` over a device's seeds in vmapped chunks of `seed_chunk`,
-  sharded over `devices`; x goes whole to every device."""
+def _per_item(prep: _Prepared) -> Callable:
+  """One seed's statistics as a function of ((key, scale), x): what `parallel.map_items` maps
+  over the seeds (one stable object per prepared model, so its compiled program is reused)."""
   def one(item, x):
+    _TRACES[0] += 1                     # runs when a program is traced, not when it runs
     key, scale = item
     return seed_statistics(prep, key, scale, x)
-
-  def run(items, x):
-    _TRACES[0] += 1
-    if seed_chunk == 1:
-      return jax.lax.map(lambda item: one(item, x), items)
-    return jax.lax.map(lambda item: one(item, x), items, batch_size=seed_chunk)
-
-  return parallel.sharded(run, parallel.make_mesh(devices), replicated=(1,))
+  return one
 
 
 def _scales(weight_scale) -> tuple[np.ndarray, bool]:
@@ -308,25 +302,20 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
   keys = _seed_keys(key, num_seeds)
   scales, stacked = _scales(weight_scale)
   prep = _prepared(model, x, weight_init, bias_init, loss)
-  devices = tuple(parallel.local_devices(num_devices))
+  work = parallel.workers(parallel.local_devices(num_devices))
   if seed_chunk is None:
-    seed_chunk = default_seed_chunk(prep.bytes_per_seed, devices[0])
+    seed_chunk = default_seed_chunk(prep.bytes_per_seed, work[0])
   n_items = len(scales) * num_seeds
   seed_chunk = int(max(1, min(seed_chunk, n_items)))
-  # Item i = (scale i // num_seeds, seed i % num_seeds); each device takes a whole number of
-  # chunks (lax.map would compile a remainder separately); the padding repeats items.
-  per_device = -(-n_items // len(devices))
-  per_device += -per_device % seed_chunk
+  # Item i = (scale i // num_seeds, seed i % num_seeds).
   index = np.arange(n_items)
   scale_items = jnp.asarray(scales[index // num_seeds], jnp.result_type(float))
   items = (keys[index % num_seeds], scale_items)
-  logging.info("probe: %s, %d layers, %d seeds x %d scales, chunk %d on %d devices",
+  logging.info("probe: %s, %d layers, %d seeds x %d scales, chunk %d on %d workers",
                prep.model.label, len(prep.layers), num_seeds, len(scales), seed_chunk,
-               len(devices))
-  run = _program(prep, seed_chunk, devices)
-  with _jax_internals.unrolled_threefry_on_cpu():   # same bits, faster draws on a CPU
-    out = parallel.run_in_rounds(run, items, (x,), block=per_device,
-                                 mesh=parallel.make_mesh(devices))
+               len(work))
+  out = parallel.map_items(_per_item(prep), items, chunk=seed_chunk, worker_devices=work,
+                           shared=x, lower_context=_jax_internals.unrolled_threefry_on_cpu)
   lead = (len(scales),) if stacked else ()
   result = {"layers": prep.layers, "shapes": tuple(tuple(s.shape) for s in prep.shapes),
             "kernels": _named(prep, "kernel"), "biases": _named(prep, "bias")}
