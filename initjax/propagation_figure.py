@@ -20,6 +20,7 @@ from absl import logging
 
 from initjax import activations, propagation
 from initjax.errors import ConfigError
+from initjax.initializers import draws_plain_normal, expected_variance
 
 RESULT_COLUMNS = (
     "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size", "bias_variance",
@@ -93,6 +94,10 @@ class Setting:
   sigma2: float      # sigma2_Omega of the hidden layers
   scale: float       # multiplier passed to propagation.measure
 
+  @property
+  def init_kwargs(self) -> dict[str, Any]:
+    return {"variance": 1.0} if self.init == "normal" else {}
+
 
 def settings_for(config: FigureConfig) -> list[Setting]:
   from initjax.initializers import expected_variance  # pylint: disable=import-outside-toplevel
@@ -110,26 +115,37 @@ def _lin(log10_value: float) -> float:
   return 10.0 ** log10_value
 
 
+def _measure_groups(settings: list[Setting]) -> list[tuple[str, list[Setting]]]:
+  """Settings that share a compiled program: every plain-normal one (fixed sigma2, He, Xavier,
+  LeCun normal) in one group, each other initializer in its own."""
+  plain = [s for s in settings if draws_plain_normal(s.init)]
+  return ([("plain normal", plain)] if plain else []) + [
+      (s.init, [s]) for s in settings if not draws_plain_normal(s.init)]
+
+
 def measure_settings(config: FigureConfig, settings: list[Setting]
                      ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
-  """{label: {quantity: (seeds, layers) log10 values}} and seconds per measured group."""
+  """{label: {quantity: (seeds, layers) log10 values}} and seconds per measured group. Every
+  setting uses the same keys (paired draws)."""
   spec, dtype = config.spec(), jnp.dtype(config.dtype)
   key = jax.random.key(config.seed)
-  fixed = [s for s in settings if s.init == "normal"]
-  groups = ([("normal", fixed)] if fixed else []) + [(s.init, [s]) for s in settings
-                                                       if s.init != "normal"]
   measured, timing = {}, {}
-  for init_name, group in groups:
+  for name, group in _measure_groups(settings):
     start = time.perf_counter()
-    out = propagation.measure(key, spec, weight_init=init_name, scales=[s.scale for s in group],
-                              num_seeds=config.num_seeds, dtype=dtype,
-                              seed_chunk=config.seed_chunk or None,
-                              num_devices=config.num_devices or None)
-    timing[init_name] = time.perf_counter() - start
+    common = dict(num_seeds=config.num_seeds, dtype=dtype, seed_chunk=config.seed_chunk or None,
+                  num_devices=config.num_devices or None)
+    if name == "plain normal":
+      variances = [[s.scale * expected_variance(s.init, shape, **s.init_kwargs)
+                    for shape in propagation.kernel_shapes(spec)] for s in group]
+      out = propagation.measure(key, spec, layer_variances=variances, **common)
+    else:
+      out = propagation.measure(key, spec, weight_init=name, scales=[s.scale for s in group],
+                                **common)
+    timing[name] = time.perf_counter() - start
     for i, s in enumerate(group):
       measured[s.label] = {q: v[i] for q, v in out.items()}
-    logging.info("measured %s (%d setting(s) x %d seeds) in %.1f s", init_name, len(group),
-             config.num_seeds, timing[init_name])
+    logging.info("measured %s (%d setting(s) x %d seeds) in %.1f s", name, len(group),
+                 config.num_seeds, timing[name])
   return measured, timing
 
 
@@ -166,8 +182,7 @@ def run(config: FigureConfig) -> dict[str, Any]:
   spec = config.spec()
   rows, slopes, flagged = [], {}, {}
   for s in settings:
-    pred = propagation.theory_for(spec, s.init, s.scale,
-                                  {"variance": 1.0} if s.init == "normal" else None).as_dict()
+    pred = propagation.theory_for(spec, s.init, s.scale, s.init_kwargs).as_dict()
     slopes[s.label] = propagation.layer_slopes(config.depth, measured[s.label], pred)
     new_rows = setting_rows(config, s, measured[s.label], pred)
     flagged[s.label] = sum(r["num_flagged"] for r in new_rows)
