@@ -1,5 +1,10 @@
 """Running a batch task of a sweep: its unfinished grid points, group by group, each point saved
-as soon as its group is trained, so that an interrupted task resumes where it stopped."""
+as soon as its group is trained, so that an interrupted task resumes where it stopped.
+
+Before anything is loaded, compiled or written, `check_fits` refuses a grid whose largest network
+cannot fit in one device's available memory, and `run_task` warns when the task's training would
+take absurdly long even at an optimistic speed. Damaged point files (`store.inspect_point`) are
+named in the log, one line each, and recomputed."""
 from __future__ import annotations
 
 import os
@@ -15,13 +20,20 @@ from initjax.errors import ConfigError
 from initjax.sweep import store
 from initjax.sweep.config import SweepConfig
 from initjax.sweep.grid import expand_grid, group_cost, task_points
-from initjax.sweep.group import group_chunk, load_data, run_group
+from initjax.sweep.group import group_chunk, load_data, network_bytes, run_group
+
+GIB = 2.0 ** 30
+# Optimistic training speeds (FLOP/s per device) for the run-time warning: a CPU core's
+# float32 matmul peak, and more than any current accelerator sustains in float32.
+_FAST_FLOPS = {"cpu": 1.0e11, "other": 1.0e14}
+ABSURD_SECONDS = 7 * 24 * 3600.0
 
 
 def _check_finished(output_dir: str, config: SweepConfig, points) -> set[str]:
-  """The ids of `points` already finished under output_dir; ConfigError if one was computed
-  with other settings (naming the first setting that differs)."""
-  states = {p.point_id: store.point_state(output_dir, config, p) for p in points}
+  """The ids of `points` already finished (and verified) under output_dir; ConfigError if one was
+  computed with other settings (naming the first setting that differs). A damaged point is
+  logged (its file and why, one line) and left to be recomputed."""
+  states = {p.point_id: store.inspect_point(output_dir, config, p)[:2] for p in points}
   differ = {pid: diff for pid, (state, diff) in states.items() if state == "differs"}
   if differ:
     first, diff = next(iter(differ.items()))
@@ -31,7 +43,61 @@ def _check_finished(output_dir: str, config: SweepConfig, points) -> set[str]:
         f"{len(differ)} finished point(s) under {points_dir} were computed with other "
         f"settings: {store.describe_difference(diff)} (e.g. {first}); rerun with their settings, "
         "pass --overwrite to recompute them, or use another --output_dir"))
+  for state, damage in states.values():
+    if state == "damaged":
+      logging.warning("%s; recomputing this point", damage)
   return {pid for pid, (state, _) in states.items() if state == "done"}
+
+
+def _shape_stub(config: SweepConfig) -> dict[str, Any]:
+  """What `network_bytes` reads of a data set, before it is loaded: the training-set size, and
+  the input dimension and test set at their minimum (1, none), so that the estimate is a lower
+  bound; `run_task` checks again with the real data once they are loaded."""
+  info = data_lib.dataset_info(config.dataset)
+  return {"x_train": jax.ShapeDtypeStruct((info["n_train"], 1), "float32"),
+          "x_test": jax.ShapeDtypeStruct((0, 1), "float32"),
+          "output_dim": info["num_classes"] or 1}
+
+
+def check_fits(config: SweepConfig, devices: Sequence[Any],
+               data: dict[str, Any] | None = None) -> float:
+  """Refuses a grid whose largest network cannot fit in one device's available memory
+  (`group.network_bytes` against `parallel.available_memory_bytes`), before anything is compiled.
+
+  `data` (a data dict) gives the exact estimate; without it the data-dependent terms are taken
+  at their minimum. Returns the largest network's estimated bytes.
+
+  Raises:
+    ConfigError("depths/widths", ...): naming the network, the estimate and what is available.
+  """
+  shapes = data if data is not None else _shape_stub(config)
+  sizes = {(p.depth, p.width): network_bytes(p, config, shapes) for p in expand_grid(config)}
+  (depth, width), need = max(sizes.items(), key=lambda item: item[1])
+  available = parallel.available_memory_bytes(devices[0])
+  if need > available:
+    raise ConfigError("depths/widths", (
+        f"one network of depth {depth}, width {width} needs about {need / GIB:.3g} GiB to train "
+        f"(with --batch_size={config.batch_size}, --stats_batch_size={config.stats_batch_size}, "
+        f"--steps={config.steps}); {available / GIB:.3g} GiB available on "
+        f"{devices[0].platform} device {devices[0].id}"))
+  return need
+
+
+def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None:
+  """Logs a warning when the training FLOPs of `groups` (6 x batch x parameters per network and
+  step) would take longer than `ABSURD_SECONDS` even at an optimistic speed on every device."""
+  flops = 0.0
+  for group in groups:
+    for p in group:
+      params = p.depth * p.width * (p.width + 1)
+      flops += 6.0 * config.batch_size * params * config.steps * config.num_seeds
+  speed = _FAST_FLOPS.get(devices[0].platform, _FAST_FLOPS["other"]) * len(devices)
+  if flops / speed > ABSURD_SECONDS:
+    logging.warning(
+        "this task trains about %.3g FLOPs: at least %.0f days on %d %s device(s) even at %.0e "
+        "FLOP/s each; check --depths, --widths, --steps and --num_seeds (the log gives an ETA "
+        "after the first group)", flops, flops / speed / 86400, len(devices),
+        devices[0].platform, speed / len(devices))
 
 
 def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_tasks: int = 1,
@@ -44,16 +110,19 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   trained and saved (or before, while its networks are initialized): every file written is
   complete, and the rerun computes the rest.
 
-  Finished points (their JSON holds this config's fingerprint) are skipped; a finished point
-  computed with other settings is a ConfigError naming the first setting that differs, unless
-  `overwrite` (which recomputes every point of the task). Temporary files a SIGKILL left for the
-  task's points are deleted first. Nothing is written when the check fails.
+  Finished points (their JSON holds this config's fingerprint, and both files verify) are
+  skipped; a damaged point is logged and recomputed; a finished point computed with other
+  settings is a ConfigError naming the first setting that differs, unless `overwrite` (which
+  recomputes every point of the task). A grid whose largest network cannot fit is a ConfigError
+  (`check_fits`). Temporary files a SIGKILL left for the task's points are deleted first.
+  Nothing is written when a check fails.
 
   Returns:
     {"points": the task's grid points, "skipped": finished before, "computed": trained now}.
   """
   start = time.time()
   devices = list(devices or jax.local_devices())
+  largest = check_fits(config, devices)
   groups = task_points(config, task_index, num_tasks)
   mine = [p for g in groups for p in g]
   points_dir = os.path.join(output_dir, store.POINTS_DIR)
@@ -68,13 +137,18 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   logging.info("task %d of %d: %d of %d grid points in %d compiled groups, %d seeds each, on %d "
                "%s device(s)", task_index, num_tasks, len(mine), len(expand_grid(config)),
                len(groups), config.num_seeds, len(devices), devices[0].platform)
+  logging.info("largest network: about %.3g MiB to train (%.3g GiB available per device); each "
+               "group is trained in chunks that fit in half of it", largest / 2 ** 20,
+               parallel.available_memory_bytes(devices[0]) / GIB)
   if done:
     logging.info("skipping %d finished points", len(done))
   todo = [g for g in ([p for p in group if p.point_id not in done] for group in groups) if g]
   if not todo:
     return {"points": len(mine), "skipped": len(done), "computed": 0}
+  _warn_if_absurd(config, todo, devices)
   distributed.check_interrupted()
   data = load_data(config)
+  check_fits(config, devices, data)
   mesh = parallel.make_mesh(devices)
   data = {**data, **parallel.replicate(data_lib.device_arrays(data), mesh)}
   key = jax.random.PRNGKey(config.seed)
