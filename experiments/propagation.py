@@ -5,7 +5,10 @@ r"""The weight-initialization figure, measured over many random networks and exa
 With no flags: the book's setup (50 hidden layers of 100 ReLU units, 100-dimensional standard
 normal inputs, one output, y = 0, least squares, zero biases) for sigma2_Omega in
 {0.001, 0.01, 0.02, 0.1, 1.0} plus he_normal and xavier_normal. Writes results.csv,
-summary.json and propagation.png into --output_dir and prints the per-layer slopes.
+summary.json and propagation.png into --output_dir (all three or none) and prints the per-layer
+slopes. A network whose one seed cannot fit in the available memory is refused before anything
+is compiled; the run holds --output_dir (`initjax.lock`), so a second run into it is refused.
+A value listed twice in --sigma2 or --inits is used once (with a warning).
 """
 from __future__ import annotations
 
@@ -42,30 +45,59 @@ def config_from_flags():
   """The FigureConfig of the flags (it checks itself; errors name the flag)."""
   from initjax import propagation_figure  # pylint: disable=import-outside-toplevel
   return propagation_figure.FigureConfig(
-      sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, allow_empty=True)),
-      inits=tuple(v.strip() for v in _INITS.value if v.strip()), depth=_DEPTH.value,
+      sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, positive=True, allow_empty=True)),
+      inits=tuple(cli.unique("inits", [v.strip() for v in _INITS.value if v.strip()])),
+      depth=_DEPTH.value,
       width=_WIDTH.value, input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
       seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
 
 
+def check_fits(config, device) -> None:
+  """Refuses a network whose one seed cannot fit in the available memory (before compiling)."""
+  from initjax import parallel, propagation  # pylint: disable=import-outside-toplevel
+  need = propagation.seed_bytes(config.spec(), 8 if config.dtype == "float64" else 4)
+  available = parallel.available_memory_bytes(device)
+  if need > available:
+    gib = 2.0 ** 30
+    raise cli.UsageError("depth/--width", (
+        f"one network of depth {config.depth}, width {config.width} (--input_dim="
+        f"{config.input_dim}, --batch_size={config.batch_size}, {config.dtype}) needs about "
+        f"{need / gib:.3g} GiB; {available / gib:.3g} GiB available on {device.platform} device "
+        f"{device.id}"))
+
+
+def write_files(output_dir: str, config, result) -> list[str]:
+  """results.csv, summary.json and propagation.png, all or none (`atomic_write_files`)."""
+  from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
+  from initjax import results  # pylint: disable=import-outside-toplevel
+  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
+                                                 "propagation.png")]
+  results.atomic_write_files({
+      paths[0]: results.csv_bytes(result["rows"], figure.RESULT_COLUMNS)[0],
+      paths[1]: results.json_bytes(figure.summary(config, result)),
+      paths[2]: results.figure_bytes(figure.plot(config, result), dpi=110)})
+  return paths
+
+
 def main(argv):
   del argv
   config = config_from_flags()
-  output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
 
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import parallel  # pylint: disable=import-outside-toplevel
+  from initjax import lock, parallel  # pylint: disable=import-outside-toplevel
   from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
-  from initjax.results import (atomic_savefig, atomic_write_csv,  # pylint: disable=import-outside-toplevel
-                               atomic_write_json)
   if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   devices = parallel.use_cpu_cores(config.num_devices or None)
   if config.num_devices > devices:
     raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
                          f"got {config.num_devices}")
+  check_fits(config, jax.local_devices()[0])
+  output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
+  held = cli.hold_output_dir("output_dir", output_dir,
+                             lock.Holder(role="figure", what="a propagation figure run"))
   logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
                "%d device(s)", len(config.sigma2) + len(config.inits), config.num_seeds,
                config.seed_chunk or "default", config.num_devices or devices)
@@ -78,11 +110,13 @@ def main(argv):
           "underflow to zero or NaN); they are flagged in results.csv and left out of the "
           "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
           "space).", label, count, config.dtype)
-  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                 "propagation.png")]
-  atomic_write_csv(paths[0], result["rows"], figure.RESULT_COLUMNS)
-  atomic_write_json(paths[1], figure.summary(config, result))
-  atomic_savefig(figure.plot(config, result), paths[2], dpi=110)
+  try:
+    paths = write_files(output_dir, config, result)
+  except OSError as e:
+    raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
+                     "changed") from None
+  finally:
+    held.release()
   print(figure.slope_table(result))
   print(f"{len(result['rows'])} rows; wrote {', '.join(paths)} "
         f"({time.perf_counter() - start:.1f} s)")

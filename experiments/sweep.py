@@ -19,7 +19,13 @@ Past one device:
     --overwrite (recompute every point of the task);
   * --coordinator_address/--num_processes/--process_id start `jax.distributed` (Slurm with
     several tasks and Cloud TPU pods are detected without them);
-  * --seed_chunk caps the networks trained per call (default: what fits in memory).
+  * --seed_chunk caps the networks trained per call (default: what fits in memory);
+  * a grid whose largest network cannot fit in one device's memory is refused at once;
+  * the run holds --output_dir (`initjax.lock`): another run into it is refused, naming that
+    process, unless it is another task of the same split (same settings and --num_tasks);
+  * a damaged point file is named in the log and recomputed (`initjax.sweep.store`).
+
+A value listed twice in a list flag is used once (with a warning).
 
 --learning_rates: comma-separated entries OPTIMIZER:LR (for that optimizer; repeat to sweep
 several) or LR (for every optimizer). An optimizer without an entry uses its default
@@ -34,9 +40,12 @@ import sys
 from absl import flags
 
 from experiments import cli
-from initjax import distributed, parallel
+from initjax import data as data_lib
+from initjax import distributed, lock, parallel
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+from initjax.results import json_sha256
 from initjax.sweep import SweepConfig, run_task
+from initjax.sweep.tasks import check_fits
 
 _DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS
@@ -87,10 +96,10 @@ def config_from_flags() -> SweepConfig:
   ints = {name: getattr(FLAGS, name) for name in _INT_FLAGS}
   optimizers = tuple(cli.parse_choices("optimizers", FLAGS.optimizers, optimizer_names()))
   return SweepConfig(
-      inits=tuple(v.strip() for v in FLAGS.inits),
+      inits=tuple(cli.unique("inits", [v.strip() for v in FLAGS.inits])),
       depths=tuple(cli.parse_ints("depths", FLAGS.depths)),
       widths=tuple(cli.parse_ints("widths", FLAGS.widths)),
-      activations=tuple(v.strip() for v in FLAGS.activations),
+      activations=tuple(cli.unique("activations", [v.strip() for v in FLAGS.activations])),
       optimizers=optimizers,
       learning_rates=cli.parse_learning_rates(FLAGS.learning_rates, optimizers,
                                               optimizer_names()),
@@ -125,6 +134,24 @@ def devices_and_task() -> tuple[list, int, int]:
   return devices, task_index, num_tasks
 
 
+def split_holder(config: SweepConfig, task_index: int, num_tasks: int) -> lock.Holder:
+  """This task as a holder of --output_dir: tasks of one split (the same settings, but where
+  the data are cached, and the same --num_tasks) share the directory; their points are
+  disjoint."""
+  settings = {k: v for k, v in config.to_dict().items() if k != "data_dir"}
+  split = json_sha256({"settings": settings, "num_tasks": num_tasks})[:16]
+  return lock.Holder(role=f"task-{task_index}", split=split, member=task_index,
+                     what=f"task {task_index} of {num_tasks} of a sweep")
+
+
+def check_data_dir(config: SweepConfig) -> None:
+  if config.dataset == "mnist1d":  # the only data set cached on disk
+    try:
+      data_lib.check_data_dir(config.data_dir or None)
+    except ValueError as e:
+      raise cli.UsageError("data_dir", str(e)) from None
+
+
 def main(argv):
   del argv
   config = config_from_flags()
@@ -132,20 +159,29 @@ def main(argv):
   output_dir = FLAGS.output_dir
   try:
     devices, task_index, num_tasks = devices_and_task()
+    check_fits(config, devices)
+    check_data_dir(config)
     output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
-    run_task(config, output_dir, task_index, num_tasks, devices=devices,
-             seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite)
-    if num_tasks > 1:
-      print(f"task {task_index} of {num_tasks} done; when every task is done: "
-            f"python -m experiments.report --output_dir={output_dir}", flush=True)
-      return
-    distributed.check_interrupted()
-    status = cli.print_report(output_dir, config)
+    with cli.hold_output_dir("output_dir", output_dir,
+                             split_holder(config, task_index, num_tasks)):
+      run_task(config, output_dir, task_index, num_tasks, devices=devices,
+               seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite)
+      if num_tasks > 1:
+        print(f"task {task_index} of {num_tasks} done; when every task is done: "
+              f"python -m experiments.report --output_dir={output_dir}", flush=True)
+        return
+      distributed.check_interrupted()
+      status = cli.print_report(output_dir, config)
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
     sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "
                      f"are in {output_dir}/points; rerun the same command to compute the rest\n")
     raise SystemExit(128 + signum) from None
+  except OSError as e:  # a full disk, a directory removed under the run
+    sys.stderr.write(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; the "
+                     f"finished grid points are kept in {output_dir}/points: rerun the same "
+                     "command to compute the rest\n")
+    raise SystemExit(1) from None
   if status:
     raise SystemExit(status)
 
