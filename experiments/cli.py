@@ -211,15 +211,17 @@ def print_report(output_dir: str, config, allow_partial: bool = False) -> int:
     _stderr(f"error: cannot write the report into {output_dir}: "
             f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; no file was changed")
     return 1
+  if not paths and allow_partial:  # not one finished point
+    why = {pid: w for pid, w in missing.items() if w != "not finished"}
+    _stderr("\n".join([f"error: none of the {len(missing)} grid points has finished results "
+                        f"under {output_dir}: nothing to report; no file was written"]
+                       + [f"  {pid}: {w}" for pid, w in why.items()]))
+    return 1
   if missing:
     message = report.describe_missing(missing, output_dir, config)
-    _stderr(("warning: " if allow_partial and paths else "error: ") + message)
+    _stderr(("warning: " if allow_partial else "error: ") + message)
     if not allow_partial:
       return 1
-  if not paths:
-    _stderr(f"error: no grid point has finished results under {output_dir}: nothing to report; "
-            "no file was written")
-    return 1
   print(format_summary_table(table), flush=True)
   print("wrote " + ", ".join(paths.values()), flush=True)
   return 0

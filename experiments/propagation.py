@@ -54,18 +54,27 @@ def config_from_flags():
       seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
 
 
-def check_fits(config, device) -> None:
-  """Refuses a network whose one seed cannot fit in the available memory (before compiling)."""
+def check_fits(config, devices) -> None:
+  """Refuses a network whose seeds cannot fit in the available memory, before compiling: each
+  device measures at least one seed at a time (--seed_chunk per device when given), and CPU
+  devices share the host's memory."""
   from initjax import parallel, propagation  # pylint: disable=import-outside-toplevel
   need = propagation.seed_bytes(config.spec(), 8 if config.dtype == "float64" else 4)
+  device, gib = devices[0], 2.0 ** 30
   available = parallel.available_memory_bytes(device)
-  if need > available:
-    gib = 2.0 ** 30
-    raise cli.UsageError("depth/--width", (
-        f"one network of depth {config.depth}, width {config.width} (--input_dim="
-        f"{config.input_dim}, --batch_size={config.batch_size}, {config.dtype}) needs about "
-        f"{need / gib:.3g} GiB; {available / gib:.3g} GiB available on {device.platform} device "
-        f"{device.id}"))
+  shared = len(devices) if device.platform == "cpu" else 1  # devices drawing on `available`
+  what = (f"one network of depth {config.depth}, width {config.width} (--input_dim="
+          f"{config.input_dim}, --batch_size={config.batch_size}, {config.dtype}) needs about "
+          f"{need / gib:.3g} GiB")
+  where = f"{available / gib:.3g} GiB available on {device.platform} device {device.id}"
+  if need * shared > available:
+    together = (f"; the {shared} CPU devices measure one each at once (--num_devices to use "
+                f"fewer): {need * shared / gib:.3g} GiB" if shared > 1 else "")
+    raise cli.UsageError("depth/--width", f"{what}{together}; {where}")
+  chunk = min(config.seed_chunk, max(len(config.sigma2), 1) * config.num_seeds)
+  if chunk and need * chunk * shared > available:
+    raise cli.UsageError("seed_chunk", f"{config.seed_chunk} networks per device at once need "
+                         f"about {need * chunk * shared / gib:.3g} GiB: {what}; {where}")
 
 
 def write_files(output_dir: str, config, result) -> list[str]:
@@ -94,7 +103,7 @@ def main(argv):
   if config.num_devices > devices:
     raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
                          f"got {config.num_devices}")
-  check_fits(config, jax.local_devices()[0])
+  check_fits(config, parallel.local_devices(config.num_devices or None))
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
   held = cli.hold_output_dir("output_dir", output_dir,
                              lock.Holder(role="figure", what="a propagation figure run"))

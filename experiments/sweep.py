@@ -41,11 +41,11 @@ from absl import flags
 
 from experiments import cli
 from initjax import data as data_lib
-from initjax import distributed, lock, parallel
+from initjax import distributed, parallel
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
-from initjax.results import json_sha256
 from initjax.sweep import SweepConfig, run_task
-from initjax.sweep.tasks import check_fits
+from initjax.sweep.grid import task_points
+from initjax.sweep.tasks import check_fits, task_holder
 
 _DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS
@@ -130,18 +130,13 @@ def devices_and_task() -> tuple[list, int, int]:
   try:
     task_index, num_tasks = distributed.task_from_env(FLAGS.task_index, FLAGS.num_tasks)
   except ValueError as e:
-    raise cli.UsageError(str(e).split()[0], str(e)) from None
+    flag = str(e).split()[0]
+    if flag not in ("task_index", "num_tasks"):  # SLURM_ARRAY_TASK_* that is not a number
+      raise cli.UsageError("task_index", f"cannot tell this task from the environment "
+                           f"(SLURM_ARRAY_TASK_ID/COUNT/MIN): {e}; pass --task_index and "
+                           "--num_tasks") from None
+    raise cli.UsageError(flag, str(e)) from None
   return devices, task_index, num_tasks
-
-
-def split_holder(config: SweepConfig, task_index: int, num_tasks: int) -> lock.Holder:
-  """This task as a holder of --output_dir: tasks of one split (the same settings, but where
-  the data are cached, and the same --num_tasks) share the directory; their points are
-  disjoint."""
-  settings = {k: v for k, v in config.to_dict().items() if k != "data_dir"}
-  split = json_sha256({"settings": settings, "num_tasks": num_tasks})[:16]
-  return lock.Holder(role=f"task-{task_index}", split=split, member=task_index,
-                     what=f"task {task_index} of {num_tasks} of a sweep")
 
 
 def check_data_dir(config: SweepConfig) -> None:
@@ -159,11 +154,12 @@ def main(argv):
   output_dir = FLAGS.output_dir
   try:
     devices, task_index, num_tasks = devices_and_task()
-    check_fits(config, devices)
+    check_fits(config, devices, seed_chunk=FLAGS.seed_chunk,
+               groups=task_points(config, task_index, num_tasks))
     check_data_dir(config)
     output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
     with cli.hold_output_dir("output_dir", output_dir,
-                             split_holder(config, task_index, num_tasks)):
+                             task_holder(config, task_index, num_tasks)):
       run_task(config, output_dir, task_index, num_tasks, devices=devices,
                seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite)
       if num_tasks > 1:

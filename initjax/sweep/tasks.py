@@ -15,11 +15,12 @@ import jax
 from absl import logging
 
 from initjax import data as data_lib
-from initjax import distributed, parallel
+from initjax import distributed, lock, parallel
 from initjax.errors import ConfigError
+from initjax.results import json_sha256
 from initjax.sweep import store
 from initjax.sweep.config import SweepConfig
-from initjax.sweep.grid import expand_grid, group_cost, task_points
+from initjax.sweep.grid import GridPoint, expand_grid, group_cost, group_points, task_points
 from initjax.sweep.group import group_chunk, load_data, network_bytes, run_group
 
 GIB = 2.0 ** 30
@@ -59,28 +60,67 @@ def _shape_stub(config: SweepConfig) -> dict[str, Any]:
           "output_dim": info["num_classes"] or 1}
 
 
-def check_fits(config: SweepConfig, devices: Sequence[Any],
-               data: dict[str, Any] | None = None) -> float:
-  """Refuses a grid whose largest network cannot fit in one device's available memory
-  (`group.network_bytes` against `parallel.available_memory_bytes`), before anything is compiled.
+def group_resident_bytes(points: Sequence[GridPoint], config: SweepConfig,
+                         shapes: dict[str, Any]) -> float:
+  """Memory a group holds for all its networks at once, however it is chunked: the initial
+  parameters (drawn per network, stacked, concatenated over points and padded: about 4 copies)
+  and the records every network returns (float32)."""
+  d_in, out = int(shapes["x_train"].shape[1]), int(shapes["output_dim"])
+  p = points[0]
+  n_params = d_in * p.width + p.width + (p.depth - 1) * (p.width + 1) * p.width + (
+      p.width + 1) * out
+  n_eval = config.steps // config.eval_every + 2
+  n_stats = config.steps // config.stats_every + 2
+  record_floats = config.steps + 1 + 2 * n_eval + n_stats * (1 + 3 * p.depth) + 1
+  return len(points) * config.num_seeds * 4.0 * (4 * n_params + record_floats)
 
-  `data` (a data dict) gives the exact estimate; without it the data-dependent terms are taken
-  at their minimum. Returns the largest network's estimated bytes.
+
+def check_fits(config: SweepConfig, devices: Sequence[Any], data: dict[str, Any] | None = None,
+               seed_chunk: int = 0, groups: Sequence[Sequence[GridPoint]] | None = None) -> float:
+  """Refuses a grid that cannot fit in memory, before anything is loaded or compiled:
+
+  * one network (`group.network_bytes`) per device: a call trains at least one network per
+    device; CPU devices share the host's memory, so theirs must fit together;
+  * every group's networks at once: their parameters and records (`group_resident_bytes`);
+  * an explicit `seed_chunk` (networks per call).
+  Against `parallel.available_memory_bytes` of the first device. `groups` defaults to the whole
+  grid's; `data` (a data dict) gives the exact estimate, without it the data-dependent terms are
+  taken at their minimum. Returns the largest network's estimated bytes.
 
   Raises:
-    ConfigError("depths/widths", ...): naming the network, the estimate and what is available.
+    ConfigError("depths/widths", "num_seeds" or "seed_chunk", ...): naming the network, the
+      estimate and what is available.
   """
   shapes = data if data is not None else _shape_stub(config)
-  sizes = {(p.depth, p.width): network_bytes(p, config, shapes) for p in expand_grid(config)}
-  (depth, width), need = max(sizes.items(), key=lambda item: item[1])
-  available = parallel.available_memory_bytes(devices[0])
-  if need > available:
-    raise ConfigError("depths/widths", (
-        f"one network of depth {depth}, width {width} needs about {need / GIB:.3g} GiB to train "
-        f"(with --batch_size={config.batch_size}, --stats_batch_size={config.stats_batch_size}, "
-        f"--steps={config.steps}); {available / GIB:.3g} GiB available on "
-        f"{devices[0].platform} device {devices[0].id}"))
-  return need
+  groups = groups or group_points(expand_grid(config))
+  device, n = devices[0], len(devices)
+  available = parallel.available_memory_bytes(device)
+  shared = n if device.platform == "cpu" else 1  # devices drawing on `available` at once
+  where = f"{available / GIB:.3g} GiB available on {device.platform} device {device.id}"
+  largest = 0.0
+  for group in sorted(groups, key=lambda g: -network_bytes(g[0], config, shapes)):
+    p, networks = group[0], len(group) * config.num_seeds
+    one = network_bytes(p, config, shapes)
+    largest = max(largest, one)
+    what = (f"one network of depth {p.depth}, width {p.width} needs about {one / GIB:.3g} GiB "
+            f"to train (with --batch_size={config.batch_size}, --stats_batch_size="
+            f"{config.stats_batch_size}, --steps={config.steps})")
+    if one * shared > available:
+      together = (f"; the {n} CPU devices train one each at once (--num_devices to use fewer): "
+                  f"{one * shared / GIB:.3g} GiB" if shared > 1 else "")
+      raise ConfigError("depths/widths", f"{what}{together}; {where}")
+    resident = group_resident_bytes(group, config, shapes) + one * shared
+    if resident > available:
+      raise ConfigError("num_seeds", (
+          f"the {networks} networks of depth {p.depth}, width {p.width} ({len(group)} grid "
+          f"point(s) x {config.num_seeds} seeds, trained as one group) hold about "
+          f"{resident / GIB:.3g} GiB of parameters and records at once; {where}"))
+    per_device = -(-min(seed_chunk, networks) // n)
+    if seed_chunk and one * per_device * shared > available:
+      raise ConfigError("seed_chunk", (
+          f"{seed_chunk} networks per call ({per_device} per device) need about "
+          f"{one * per_device * shared / GIB:.3g} GiB: {what}; {where}"))
+  return largest
 
 
 def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None:
@@ -98,6 +138,16 @@ def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None
         "FLOP/s each; check --depths, --widths, --steps and --num_seeds (the log gives an ETA "
         "after the first group)", flops, flops / speed / 86400, len(devices),
         devices[0].platform, speed / len(devices))
+
+
+def task_holder(config: SweepConfig, task_index: int, num_tasks: int) -> lock.Holder:
+  """Task `task_index` of `num_tasks` as a holder of the output directory (`initjax.lock`): the
+  tasks of one split (the same settings, except where the data are cached, and the same
+  `num_tasks`) may share it, since their grid points are disjoint."""
+  settings = {k: v for k, v in config.to_dict().items() if k != "data_dir"}
+  split = json_sha256({"settings": settings, "num_tasks": num_tasks})[:16]
+  return lock.Holder(role=f"task-{task_index}", split=split, member=task_index,
+                     what=f"task {task_index} of {num_tasks} of a sweep")
 
 
 def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_tasks: int = 1,
@@ -122,8 +172,8 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   """
   start = time.time()
   devices = list(devices or jax.local_devices())
-  largest = check_fits(config, devices)
   groups = task_points(config, task_index, num_tasks)
+  largest = check_fits(config, devices, seed_chunk=seed_chunk, groups=groups)
   mine = [p for g in groups for p in g]
   points_dir = os.path.join(output_dir, store.POINTS_DIR)
   os.makedirs(points_dir, exist_ok=True)
@@ -148,7 +198,7 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   _warn_if_absurd(config, todo, devices)
   distributed.check_interrupted()
   data = load_data(config)
-  check_fits(config, devices, data)
+  check_fits(config, devices, data, seed_chunk, todo)
   mesh = parallel.make_mesh(devices)
   data = {**data, **parallel.replicate(data_lib.device_arrays(data), mesh)}
   key = jax.random.PRNGKey(config.seed)
