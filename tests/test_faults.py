@@ -264,6 +264,49 @@ def test_unreadable_sweep_config_is_one_line(tmp_path, env, reference):
   assert "must be a JSON object; got list" in line
 
 
+def _can_mount_tmpfs():
+  if os.geteuid() != 0 or not shutil.which("unshare"):
+    return False
+  return subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
+                        capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and mount namespaces (a tmpfs)")
+def test_full_disk_keeps_finished_points_and_old_files(tmp_path, env, reference):
+  """A sweep and a report on a full file system (a tiny tmpfs in a private mount namespace): one
+  line, exit 1, no temporary file left, every finished point still verifies, no report file."""
+  mnt = tmp_path / "mnt"
+  mnt.mkdir()
+  out = str(mnt / "out")
+  lost = POINTS[-2:]
+  script = f"""
+    mount -t tmpfs -o size=1m tmpfs '{mnt}' || exit 90
+    mkdir '{out}' && cp -r '{reference}/points' '{reference}/sweep_config.json' '{out}/'
+    rm '{out}/points/{lost[0]}.json' '{out}/points/{lost[1]}.json'
+    # Fill it up but for 2 pages: room for sweep_config.json and one CSV, not its JSON.
+    dd if=/dev/zero of='{mnt}/filler' bs=4096 count=$(( $(stat -f -c %a '{mnt}') - 2 )) 2>/dev/null
+    "$@" -m experiments.sweep {' '.join(FLAGS)} --output_dir='{out}' 2>&1; echo "sweep rc=$?"
+    "$@" -m experiments.report --output_dir='{out}' --allow_partial 2>&1; echo "report rc=$?"
+    ls -A '{out}' '{out}/points'
+    "$@" -c "from initjax.sweep import store; c = store.load_sweep_config('{out}'); \
+print('states', sorted(store.inspect_point('{out}', c, p)[0] for p in store.expand_grid(c)))"
+  """
+  proc = subprocess.run(["unshare", "--mount", "bash", "-c", script, "bash", sys.executable],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+  text = proc.stdout
+  assert proc.returncode == 0 and "Traceback" not in text, text[-3000:] + proc.stderr[-2000:]
+  errors = [l for l in text.splitlines() if l.startswith("error: ")]
+  assert "sweep rc=1" in text and "report rc=1" in text, text[-3000:]
+  assert len(errors) == 2, text[-3000:]
+  assert errors[0].startswith("error: No space left on device") and "rerun" in errors[0]
+  assert errors[1].startswith(f"error: cannot write the report into {out}: No space left")
+  assert ".tmp" not in text and ".lock." not in text  # no temporary file, no lock left
+  assert "results.csv" not in text and "summary.json" not in text
+  states = eval(text.split("states ")[1].splitlines()[0])  # pylint: disable=eval-used
+  assert set(states) <= {"done", "missing"} and states.count("done") >= len(POINTS) - 2, states
+
+
 # ------------------------------------------------------------------------------------------------
 # Two runs into one directory.
 
