@@ -8,9 +8,10 @@ the files written) are printed to stdout.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
 import math
+import sys
 from typing import Callable, Sequence
 
 from absl import app, flags
@@ -183,10 +184,15 @@ def parse_learning_rates(entries: Sequence[str], optimizers: Sequence[str],
 def hold_output_dir(flag: str, directory: str, holder):
   """Registers this run as a holder of `directory` (`initjax.lock.acquire`); returns the lock
   (released when the process ends, or with `release()`). UsageError naming the flag and the
-  other process when the directory is in use."""
+  other process when the directory is in use. Where the file system has no working locks, the
+  run goes on unprotected, with a warning."""
   from initjax import lock  # pylint: disable=import-outside-toplevel
   try:
     return lock.acquire(directory, holder)
+  except lock.LocksUnsupported as e:
+    absl_logging.warning("%s: going on without a lock; two runs into this directory would "
+                         "not be detected", e.strerror)
+    return contextlib.nullcontext(None)
   except lock.DirectoryLocked as e:
     raise UsageError(flag, str(e)) from None
   except OSError as e:

@@ -105,27 +105,25 @@ def main(argv):
                          f"got {config.num_devices}")
   check_fits(config, parallel.local_devices(config.num_devices or None))
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
-  held = cli.hold_output_dir("output_dir", output_dir,
-                             lock.Holder(role="figure", what="a propagation figure run"))
-  logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
-               "%d device(s)", len(config.sigma2) + len(config.inits), config.num_seeds,
-               config.seed_chunk or "default", config.num_devices or devices)
-  start = time.perf_counter()
-  result = figure.run(config)
-  for label, count in result["flagged"].items():
-    if count:
-      logging.warning(
-          "%s: %d (seed, layer, quantity) values could not be measured in %s (overflow, "
-          "underflow to zero or NaN); they are flagged in results.csv and left out of the "
-          "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
-          "space).", label, count, config.dtype)
-  try:
-    paths = write_files(output_dir, config, result)
-  except OSError as e:
-    raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
-                     "changed") from None
-  finally:
-    held.release()
+  with cli.hold_output_dir("output_dir", output_dir,
+                           lock.Holder(role="figure", what="a propagation figure run")):
+    logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
+                 "%d device(s)", len(config.sigma2) + len(config.inits), config.num_seeds,
+                 config.seed_chunk or "default", config.num_devices or devices)
+    start = time.perf_counter()
+    result = figure.run(config)
+    for label, count in result["flagged"].items():
+      if count:
+        logging.warning(
+            "%s: %d (seed, layer, quantity) values could not be measured in %s (overflow, "
+            "underflow to zero or NaN); they are flagged in results.csv and left out of the "
+            "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
+            "space).", label, count, config.dtype)
+    try:
+      paths = write_files(output_dir, config, result)
+    except OSError as e:
+      raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
+                       "changed") from None
   print(figure.slope_table(result))
   print(f"{len(result['rows'])} rows; wrote {', '.join(paths)} "
         f"({time.perf_counter() - start:.1f} s)")

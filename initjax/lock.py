@@ -16,7 +16,8 @@ while tasks run, a second figure run) is refused with `DirectoryLocked`, whose o
 names the other process.
 
 flock works on local file systems and on NFSv4 (Linux emulates it with POSIX byte-range locks
-there); on a file system without working locks the lock cannot protect anything.
+there); on a file system without working locks `acquire` raises `LocksUnsupported`, and the
+caller decides whether to go on unprotected.
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ HOLDER_PREFIX = ".lock."
 
 class DirectoryLocked(Exception):
   """Another live process holds the directory (or its door) in a way that excludes this run."""
+
+
+class LocksUnsupported(OSError):
+  """The file system of the directory does not support flock (e.g. NFS without a lock daemon)."""
+
+
+_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +158,19 @@ def acquire(directory: str, holder: Holder, timeout: float = 10.0) -> DirectoryL
   Raises:
     DirectoryLocked: a live holder excludes this one (the message names it), or the door stays
       locked for `timeout` seconds.
+    LocksUnsupported: the file system has no working flock.
     OSError: the lock files cannot be created (a read-only directory).
   """
+  try:
+    return _acquire(directory, holder, timeout)
+  except OSError as e:
+    if e.errno in _UNSUPPORTED and not isinstance(e, LocksUnsupported):
+      raise LocksUnsupported(e.errno, f"file locks do not work in {directory} ({e.strerror})"
+                             ) from None
+    raise
+
+
+def _acquire(directory: str, holder: Holder, timeout: float) -> DirectoryLock:
   door = _open_door(directory, timeout)
   try:
     for other in live_holders(directory).values():

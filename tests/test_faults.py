@@ -373,6 +373,22 @@ def test_lock_dies_with_its_process_and_one_of_many_wins(tmp_path, env):
   assert not os.path.exists(os.path.join(out, ".lock.report"))
 
 
+def test_without_working_locks_the_run_goes_on_with_a_warning(tmp_path, monkeypatch, caplog):
+  import errno  # pylint: disable=import-outside-toplevel
+  import fcntl  # pylint: disable=import-outside-toplevel
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_locks)  # as on NFS without a lock daemon
+  with pytest.raises(lock.LocksUnsupported, match="file locks do not work in"):
+    lock.acquire(str(tmp_path), lock.Holder(role="report"))
+  caplog.set_level("WARNING")
+  with cli.hold_output_dir("output_dir", str(tmp_path), lock.Holder(role="report")):
+    pass
+  assert any("going on without a lock" in r.getMessage() for r in caplog.records)
+
+
 def test_a_second_figure_run_is_refused(tmp_path, env):
   out = str(tmp_path / "fig")
   os.makedirs(out)
