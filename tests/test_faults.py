@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,7 @@ FLAGS = ["--depths=2,2", "--widths=8", "--steps=10", "--num_seeds=2",
          "--eval_every=10", "--stats_every=10", "--log_every=5", "--stats_batch_size=32",
          "--num_devices=1", "--seed_chunk=2"]  # one compiled shape, also for the reruns
 POINTS = [f"he_normal-d2-w8-relu-sgd-lr{float(lr):g}" for lr in LRS]
-IMPOSSIBLE = 10 ** 7  # depth x width 1000: about 10^5 TB of weights, on any machine
+IMPOSSIBLE = 10 ** 7  # depth, at width 1000: about 100 TB of weights, on any machine
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,9 @@ def _one_error_line(proc, needle, status=2):
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
   assert len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]
+  others = [l for l in proc.stderr.splitlines()
+            if not l.startswith("error: ") and not re.match(r"[IWE]\d{4} ", l)]
+  assert not others, proc.stderr[-3000:]  # besides absl's log lines, only that one
   return errors[0]
 
 
