@@ -23,6 +23,12 @@ Past one device:
     a rerun resumes an interrupted group from its last checkpoint, with identical results;
   * --seed_chunk sets the networks each worker trains per call (default: one grid point's
     seeds, fewer if they do not fit in memory); results depend on it, not on --num_devices.
+  * a grid whose largest network cannot fit in one device's memory is refused at once;
+  * the run holds --output_dir (`initjax.lock`): another run into it is refused, naming that
+    process, unless it is another task of the same split (same settings and --num_tasks);
+  * a damaged point file is named in the log and recomputed (`initjax.sweep.store`).
+
+A value listed twice in a list flag is used once (with a warning).
 
 --learning_rates: comma-separated entries OPTIMIZER:LR (for that optimizer; repeat to sweep
 several) or LR (for every optimizer). An optimizer without an entry uses its default
@@ -37,9 +43,12 @@ import sys
 from absl import flags
 
 from experiments import cli
+from initjax import data as data_lib
 from initjax import checkpoints, distributed, parallel
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
 from initjax.sweep import SweepConfig, run_task
+from initjax.sweep.grid import task_points
+from initjax.sweep.tasks import check_fits, task_holder
 
 _DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS
@@ -93,10 +102,10 @@ def config_from_flags() -> SweepConfig:
   ints = {name: getattr(FLAGS, name) for name in _INT_FLAGS}
   optimizers = tuple(cli.parse_choices("optimizers", FLAGS.optimizers, optimizer_names()))
   return SweepConfig(
-      inits=tuple(v.strip() for v in FLAGS.inits),
+      inits=tuple(cli.unique("inits", [v.strip() for v in FLAGS.inits])),
       depths=tuple(cli.parse_ints("depths", FLAGS.depths)),
       widths=tuple(cli.parse_ints("widths", FLAGS.widths)),
-      activations=tuple(v.strip() for v in FLAGS.activations),
+      activations=tuple(cli.unique("activations", [v.strip() for v in FLAGS.activations])),
       optimizers=optimizers,
       learning_rates=cli.parse_learning_rates(FLAGS.learning_rates, optimizers,
                                               optimizer_names()),
@@ -126,8 +135,21 @@ def devices_and_task() -> tuple[list, int, int]:
   try:
     task_index, num_tasks = distributed.task_from_env(FLAGS.task_index, FLAGS.num_tasks)
   except ValueError as e:
-    raise cli.UsageError(str(e).split()[0], str(e)) from None
+    flag = str(e).split()[0]
+    if flag not in ("task_index", "num_tasks"):  # SLURM_ARRAY_TASK_* that is not a number
+      raise cli.UsageError("task_index", f"cannot tell this task from the environment "
+                           f"(SLURM_ARRAY_TASK_ID/COUNT/MIN): {e}; pass --task_index and "
+                           "--num_tasks") from None
+    raise cli.UsageError(flag, str(e)) from None
   return devices, task_index, num_tasks
+
+
+def check_data_dir(config: SweepConfig) -> None:
+  if config.dataset == "mnist1d":  # the only data set cached on disk
+    try:
+      data_lib.check_data_dir(config.data_dir or None)
+    except ValueError as e:
+      raise cli.UsageError("data_dir", str(e)) from None
 
 
 def main(argv):
@@ -141,21 +163,31 @@ def main(argv):
   output_dir = FLAGS.output_dir
   try:
     devices, task_index, num_tasks = devices_and_task()
+    check_fits(config, devices, seed_chunk=FLAGS.seed_chunk,
+               groups=task_points(config, task_index, num_tasks))
+    check_data_dir(config)
     output_dir = cli.output_dir("output_dir", FLAGS.output_dir)
-    run_task(config, output_dir, task_index, num_tasks, devices=devices,
-             seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite,
-             checkpoint_steps=every_steps, checkpoint_minutes=every_minutes)
-    if num_tasks > 1:
-      print(f"task {task_index} of {num_tasks} done; when every task is done: "
-            f"python -m experiments.report --output_dir={output_dir}", flush=True)
-      return
-    distributed.check_interrupted()
-    status = cli.print_report(output_dir, config)
+    with cli.hold_output_dir("output_dir", output_dir,
+                             task_holder(config, task_index, num_tasks)):
+      run_task(config, output_dir, task_index, num_tasks, devices=devices,
+               seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite,
+               checkpoint_steps=every_steps, checkpoint_minutes=every_minutes)
+      if num_tasks > 1:
+        print(f"task {task_index} of {num_tasks} done; when every task is done: "
+              f"python -m experiments.report --output_dir={output_dir}", flush=True)
+        return
+      distributed.check_interrupted()
+      status = cli.print_report(output_dir, config)
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
     sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "
                      f"are in {output_dir}/points; rerun the same command to compute the rest\n")
     raise SystemExit(128 + signum) from None
+  except OSError as e:  # a full disk, a directory removed under the run
+    sys.stderr.write(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; the "
+                     f"finished grid points are kept in {output_dir}/points: rerun the same "
+                     "command to compute the rest\n")
+    raise SystemExit(1) from None
   if status:
     raise SystemExit(status)
 

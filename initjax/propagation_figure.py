@@ -27,6 +27,7 @@ RESULT_COLUMNS = (
     "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean", "log10_median",
     "log10_q05", "log10_q95", "theory", "log10_theory", "num_seeds", "num_flagged", "flagged")
 DTYPES = ("float32", "float64")
+MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps 32 bits: seed 2**32 would repeat seed 0
 
 
 def weight_initializer_names() -> list[str]:
@@ -57,12 +58,16 @@ class FigureConfig:
   def __post_init__(self):
     object.__setattr__(self, "sigma2", tuple(float(s) for s in self.sigma2))
     object.__setattr__(self, "inits", tuple(self.inits))
-    if any(not s > 0 for s in self.sigma2):
-      raise ConfigError("sigma2", "values must be > 0")
+    if any(not (math.isfinite(s) and s > 0) for s in self.sigma2):
+      raise ConfigError("sigma2", "values must be finite numbers > 0")
     allowed = weight_initializer_names()
     unknown = [n for n in self.inits if n not in allowed]
     if unknown:
       raise ConfigError("inits", f"unknown value {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    for name in ("sigma2", "inits"):  # a repeated value would be one curve measured twice
+      values = getattr(self, name)
+      if len(set(values)) != len(values):
+        raise ConfigError(name, "lists a value twice; list each value once")
     if not self.sigma2 and not self.inits:
       raise ConfigError("sigma2", "sigma2 and inits are both empty: nothing to measure")
     if self.activation not in activations.ACTIVATIONS:
@@ -76,8 +81,10 @@ class FigureConfig:
     for name in ("seed_chunk", "num_devices", "seed"):
       if getattr(self, name) < 0:
         raise ConfigError(name, f"must be >= 0; got {getattr(self, name)}")
-    if not self.bias_variance >= 0:
-      raise ConfigError("bias_variance", f"must be >= 0; got {self.bias_variance}")
+    if self.seed > MAX_SEED:
+      raise ConfigError("seed", f"must be <= {MAX_SEED} (PRNG keys keep 32 bits); got {self.seed}")
+    if not (math.isfinite(self.bias_variance) and self.bias_variance >= 0):
+      raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
 
   def spec(self) -> propagation.NetworkSpec:
     return propagation.NetworkSpec(

@@ -14,12 +14,24 @@ from initjax.initializers import initializer_names
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
 
 
+MAX_SEED = 2 ** 32 - 1  # jax.random.PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
+
+
 def _check_names(field: str, values, allowed) -> None:
   if not values:
     raise ConfigError(field, f"needs at least one of: {', '.join(allowed)}")
   for v in values:
     if v not in allowed:
       raise ConfigError(field, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_unique(field: str, values) -> None:
+  """A value listed twice would train the same grid point twice."""
+  seen = set()
+  for v in values:
+    if v in seen:
+      raise ConfigError(field, f"{v!r} is listed twice; list each value once")
+    seen.add(v)
 
 
 def _check_int(field: str, value: Any, minimum: int) -> None:
@@ -75,21 +87,31 @@ class SweepConfig:
         raise ConfigError(field, "needs at least one value")
       for v in values:
         _check_int(field, v, 1)
+    for field in ("inits", "depths", "widths", "activations", "optimizers"):
+      _check_unique(field, getattr(self, field))
+    _check_unique("learning_rates", [o for o, _ in self.learning_rates])
     for optimizer, lrs in self.learning_rates:
       if optimizer not in self.optimizers:
         raise ConfigError("learning_rates", f"optimizer {optimizer!r} is not in --optimizers "
                           f"({', '.join(self.optimizers)})")
       for lr in lrs:
         _check_learning_rate(lr)
+      _check_unique("learning_rates", lrs)
     for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
                   "stats_batch_size"):
       _check_int(field, getattr(self, field), 1)
     _check_int("seed", self.seed, 0)
+    if self.seed > MAX_SEED:
+      raise ConfigError("seed", f"must be <= {MAX_SEED} (PRNG keys keep 32 bits); got {self.seed}")
     n_train = data_lib.dataset_info(self.dataset)["n_train"]
-    if self.batch_size > n_train:
-      raise ConfigError("batch_size", f"must be <= {n_train} (training examples of "
-                        f"{self.dataset}); got {self.batch_size}")
-    if not (isinstance(self.loss_threshold, (int, float)) and math.isfinite(self.loss_threshold)
+    for field in ("batch_size", "stats_batch_size"):
+      if getattr(self, field) > n_train:
+        raise ConfigError(field, f"must be <= {n_train} (training examples of "
+                          f"{self.dataset}); got {getattr(self, field)}")
+    if not isinstance(self.data_dir, str):
+      raise ConfigError("data_dir", f"must be a path (a string); got {self.data_dir!r}")
+    if not (isinstance(self.loss_threshold, (int, float)) and not isinstance(
+        self.loss_threshold, bool) and math.isfinite(self.loss_threshold)
             and self.loss_threshold > 0):
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
@@ -106,13 +128,19 @@ class SweepConfig:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
-    """The inverse of `to_dict` (unknown keys are ignored)."""
+    """The inverse of `to_dict` (unknown keys are ignored); a value of the wrong kind is a
+    ConfigError naming its field."""
     if not isinstance(d, dict):
       raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    for field in ("inits", "depths", "widths", "activations", "optimizers"):
+      if field in kwargs and not isinstance(kwargs[field], tuple):
+        raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}
-    if not isinstance(rates, dict):
+    if not isinstance(rates, dict) or not all(
+        isinstance(lrs, list) and all(isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                      for lr in lrs) for lrs in rates.values()):
       raise ConfigError("learning_rates", "must be an object {optimizer: [learning rates]}")
     kwargs["learning_rates"] = tuple((o, tuple(float(lr) for lr in lrs))
                                      for o, lrs in rates.items())
