@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from initjax import architectures
 from initjax import data as data_lib
 from initjax import distributed, training
 from initjax.results import atomic_write_bytes, atomic_write_json, csv_bytes, json_sha256
@@ -41,7 +42,8 @@ SWEEP_CONFIG_FILE = "sweep_config.json"
 # whose stored values differ was computed by another sweep. (data_dir only says where the data
 # is cached; the grid lists only say which other points exist.)
 POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_every",
-                  "eval_every", "stats_every", "stats_batch_size", "loss_threshold")
+                  "eval_every", "stats_every", "stats_batch_size", "loss_threshold",
+                  "bias_variance", "branch_scale", "kernel_size", "padding")
 
 
 def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
@@ -247,15 +249,20 @@ def records_from_rows(rows: Sequence[dict[str, Any]], point: GridPoint, config: 
                       eval_at: np.ndarray, stats_at: np.ndarray,
                       task: str) -> dict[str, np.ndarray]:
   """The records (as `run_group` returns them) that the tidy rows keep: train_loss at the logged
-  steps (NaN at the others), test metrics, per-layer statistics, diverged_step."""
-  n, k = config.num_seeds, point.depth
+  steps (NaN at the others), test metrics, per-layer statistics (the architecture's, placed by
+  `Model.layer_index`), diverged_step."""
+  n = config.num_seeds
   nan = lambda *shape: np.full(shape, np.nan, np.float32)
   records = {"train_loss": nan(n, config.steps + 1), "test_loss": nan(n, len(eval_at)),
-             "stats_loss": nan(n, len(stats_at)), "var_h": nan(n, len(stats_at), k),
-             "var_dl_dh": nan(n, len(stats_at), k), "var_dl_df": nan(n, len(stats_at), k),
-             "diverged_step": np.full((n,), -1, np.int32)}
+             "stats_loss": nan(n, len(stats_at)), "diverged_step": np.full((n,), -1, np.int32)}
   if task == "classification":
     records["test_accuracy"] = nan(n, len(eval_at))
+  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  first = dict(model.layer_index)
+  layered = {r["metric"] for r in rows if r["layer"] is not None}
+  for metric in layered:
+    last = max(r["layer"] for r in rows if r["metric"] == metric)
+    records[metric] = nan(n, len(stats_at), last - first.get(metric, 0) + 1)
   eval_slot = {int(s): j for j, s in enumerate(eval_at)}
   stats_slot = {int(s): j for j, s in enumerate(stats_at)}
   for r in rows:
@@ -266,10 +273,8 @@ def records_from_rows(rows: Sequence[dict[str, Any]], point: GridPoint, config: 
       records[metric][s, eval_slot[r["step"]]] = v
     elif metric == "stats_loss":
       records[metric][s, stats_slot[r["step"]]] = v
-    elif metric in ("var_h", "var_dl_dh"):
-      records[metric][s, stats_slot[r["step"]], r["layer"] - 1] = v
-    elif metric == "var_dl_df":
-      records[metric][s, stats_slot[r["step"]], r["layer"]] = v
+    elif metric in layered:
+      records[metric][s, stats_slot[r["step"]], r["layer"] - first.get(metric, 0)] = v
     elif metric == "diverged_step":
       records[metric][s] = v
   return records
