@@ -38,7 +38,15 @@ _SEED_CHUNK = flags.DEFINE_integer("seed_chunk", 0,
 _NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
                                     "Local devices to spread the seeds over (0: all; on a CPU, "
                                     "one per core).")
+_ARCH = flags.DEFINE_string("arch", "mlp", "Architecture: mlp (the book's, exact in log space), "
+                           "resmlp (residual) or cnn (1-D convolutions; --input_dim is the "
+                           "sequence length, --width the channels).")
+_BRANCH_SCALE = flags.DEFINE_string("branch_scale", "one",
+                                    "resmlp branch scale: one, invsqrt (1/sqrt(depth)) or skipinit.")
+_KERNEL_SIZE = flags.DEFINE_integer("kernel_size", 5, "cnn kernel size.")
+_PADDING = flags.DEFINE_string("padding", "circular", "cnn padding: circular or zero.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
+cli.define_compilation_cache_flag()
 
 
 def config_from_flags():
@@ -51,7 +59,8 @@ def config_from_flags():
       width=_WIDTH.value, input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
-      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
+      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value, arch=_ARCH.value,
+      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value)
 
 
 def check_fits(config, devices) -> None:

@@ -316,9 +316,12 @@ def layer_slopes(depth: int, measured: dict[str, np.ndarray], pred: dict[str, np
 
   Measured slopes are fitted to the across-seed median of the (seed x layer) values in
   `measured`; positive means growing in the direction of travel (forward: with k; backward:
-  towards the input).
+  towards the input). `depth` is unused beyond a check: the layers are those of the values
+  (the residual MLP has h_0..h_K).
   """
-  k = layer_indices("var_h", depth)
+  k = np.arange(np.shape(pred["var_h"])[-1])
+  if k.size not in (depth, depth + 1):
+    raise ValueError(f"{k.size} layers of Var[h_k] for depth {depth}")
   return {
       "forward_measured": slope_per_layer(k, _finite_median(measured["var_h"])),
       "forward_theory": slope_per_layer(k, pred["var_h"]),
