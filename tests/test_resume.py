@@ -30,6 +30,7 @@ import time
 import numpy as np
 import pytest
 
+from initjax import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One grid point (one group) of 4 seeds, one network per worker and call: on a CPU with 2 cores
@@ -205,3 +206,17 @@ def test_one_two_and_four_devices_write_identical_bytes(tmp_path, env, reference
     assert "blocks of 1 networks" in log
     _assert_same_bytes(out, ref_out)
 
+
+def test_a_checkpoint_with_arrays_of_size_zero_round_trips(tmp_path):
+  """A depth-1 MLP has no stacked hidden layers: arrays of size 0, which Orbax cannot save."""
+  ckpt = checkpoints.GroupCheckpoint(str(tmp_path / "g"), "fp", chunk_steps=1, every_steps=1)
+  state = [[np.zeros((0, 2, 4, 4), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)]]
+  done = [{"var_h": np.zeros((2, 3, 0), np.float32), "train_loss": np.ones((2, 4), np.float32)}]
+  ckpt.save({"round": 1, "chunk": 1, "steps": 1, "state": state,
+             "losses": np.ones((1, 2, 1), np.float32), "done": done}, 1)
+  back = ckpt.restore()
+  assert sorted(back["done"][0]) == sorted(done[0])
+  for got, want in zip(back["state"][0] + [back["done"][0][k] for k in done[0]],
+                       state[0] + list(done[0].values())):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
