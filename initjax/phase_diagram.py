@@ -140,6 +140,8 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
   # inside the grid (neither the shallowest depth failing nor the deepest one training).
   inside = (depth_max > 0) & (depth_max < max(config.depths)) & np.isfinite(th["xi_c"])
   ratios = depth_max[inside] / th["xi_c"][inside]
+  # The first depth of the grid that fails, just past the trainable one (None: all train).
+  fails = [next((d for d in config.depths if d > dm), None) for dm in depth_max]
   critical = depth_scales.phase_boundary(config.activation, config.sigma2_b)
   return {
       "config": dataclasses.asdict(config),
@@ -148,7 +150,7 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
       "mean_test_accuracy": [[None if not np.isfinite(v) else float(v) for v in row]
                              for row in mean],
       "trainable_threshold": threshold, "best_mean_accuracy": best,
-      "trainable_depth": depth_max.tolist(),
+      "trainable_depth": depth_max.tolist(), "first_failing_depth": fails,
       "xi_c": th["xi_c"].tolist(), "six_xi_c": (6.0 * th["xi_c"]).tolist(),
       "chi_1": th["chi_1"].tolist(), "q_star": th["q_star"].tolist(),
       "phase": th["phase"].tolist(),
@@ -160,6 +162,8 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
           "trainable_threshold": f"chance ({CHANCE}) plus half the way to the best cell's mean",
           "trainable_depth": "deepest depth of the grid up to which every depth reaches the "
                              "threshold (0: not even the shallowest)",
+          "first_failing_depth": "the grid's next depth after trainable_depth (the edge lies "
+                                 "between the two); None when every depth trains",
           "trainable_depth_over_xi_c": "trainable_depth / xi_c where the edge lies inside the "
                                        "grid (Schoenholz et al. find about 6)",
           "xi_c": "-1 / ln chi_c at the fixed point reached from unit-variance inputs "
@@ -204,7 +208,8 @@ def plot(config: PhaseConfig, results: dict[str, PointResult]):
   ax.set_title(f"a) {config.activation}, sigma_b^2 = {config.sigma2_b:g}: trainability after "
                f"{config.steps} steps", fontsize=9)
   ax.legend(fontsize=8, loc="lower left")
-  b_values = np.linspace(0.0, max(0.3, 2 * config.sigma2_b), 41)
+  # Denser near sigma_b^2 = 0, where the critical line of tanh-like activations turns fastest.
+  b_values = max(0.3, 2 * config.sigma2_b) * np.linspace(0.0, 1.0, 41) ** 2
   line = depth_scales.critical_line(config.activation, b_values)
   bx.plot(line["sigma2_w"], line["sigma2_b"], color="black", lw=2, label="chi_1 = 1")
   bx.fill_betweenx(line["sigma2_b"], 0, line["sigma2_w"], color="tab:blue", alpha=0.15,

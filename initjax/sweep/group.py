@@ -66,8 +66,8 @@ def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.Train
 
 def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_seeds: int,
                    seed: int, bias_variance: float = 0.0,
-                   options: architectures.ArchOptions = architectures.ArchOptions()
-                   ) -> dict[str, float]:
+                   options: architectures.ArchOptions = architectures.ArchOptions(),
+                   num_devices: int | None = None) -> dict[str, float]:
   """Signal propagation at initialization of a grid point's network, from `initjax.propagation`.
 
   The book's setting (standard-normal inputs of the data's dimension, least-squares loss with
@@ -75,31 +75,35 @@ def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_see
   per layer, forward (Var[h_k]) and backward (Var[dl/dh_k], towards the input), measured (median
   over the networks) and predicted by `initjax.theory` (for the MLP, exact in log space; for the
   other architectures, `propagation.measure_architecture`). Negative backward = vanishing
-  gradients. Networks of one shape compile one program, whatever their initializers.
+  gradients. Networks of one shape compile one program, whatever their initializers. The
+  seeds are spread over the first `num_devices` local devices (default all); the numbers do not
+  depend on how many.
   """
   return dict(_signal_at_init(point.arch, point.init, point.width, point.depth,
                               point.activation, input_dim, output_dim, num_seeds, seed,
-                              float(bias_variance), options))
+                              float(bias_variance), options, num_devices))
 
 
 @functools.lru_cache(maxsize=256)
 def _signal_at_init(arch: str, init: str, width: int, depth: int, activation: str,
                     input_dim: int, output_dim: int, num_seeds: int, seed: int,
-                    bias_variance: float, options: architectures.ArchOptions) -> tuple:
+                    bias_variance: float, options: architectures.ArchOptions,
+                    num_devices: int | None) -> tuple:
   key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
   name, scale = registered_init(init)
   if arch == "mlp":
     spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
                                    output_dim=output_dim, activation=activation,
                                    bias_variance=bias_variance, batch_size=100)
-    out = propagation.measure(key, spec, weight_init=name, scales=(scale,), num_seeds=num_seeds)
+    out = propagation.measure(key, spec, weight_init=name, scales=(scale,), num_seeds=num_seeds,
+                              num_devices=num_devices)
     pred = propagation.theory_for(spec, name, scale).as_dict()
   else:
     shape = dict(input_shape=(input_dim,), width=width, depth=depth, output_dim=output_dim)
     out = propagation.measure_architecture(
         key, arch, activation=activation, options=options, batch_size=100,
         bias_variance=bias_variance, weight_init=name, scales=(scale,), num_seeds=num_seeds,
-        **shape)
+        num_devices=num_devices, **shape)
     pred = architectures.predict_for_init(architectures.get(arch), name, scale=scale,
                                           sigma2_b=bias_variance, activation=activation,
                                           options=options, **shape)
@@ -146,7 +150,8 @@ def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[
 
 
 def point_result(point: GridPoint, records: dict[str, np.ndarray], config: SweepConfig,
-                 spec: training.TrainSpec, data: dict[str, Any]) -> PointResult:
+                 spec: training.TrainSpec, data: dict[str, Any],
+                 num_devices: int | None = None) -> PointResult:
   """A grid point's records turned into tidy rows and its summary (with `signal_at_init`)."""
   eval_at, stats_at = training.eval_steps(spec), training.stats_steps(spec)
   per_seed = summary_lib.seed_summaries(records, config.loss_threshold, data["task"],
@@ -154,7 +159,7 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
   signal = signal_at_init(point, input_dim=int(data["x_train"].shape[1]),
                           output_dim=data["output_dim"], num_seeds=config.num_seeds,
                           seed=config.seed, bias_variance=config.bias_variance,
-                          options=config.arch_options())
+                          options=config.arch_options(), num_devices=num_devices)
   return PointResult(point=point, records=records, eval_steps=eval_at, stats_steps=stats_at,
                      rows=point_rows(point, records, per_seed, eval_at, stats_at, config),
                      summary={**summary_lib.point_summary(point, per_seed),
@@ -200,8 +205,9 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
       jnp.concatenate(lrs), data_lib.device_arrays(data), spec, devices=devices,
       block=block or config.num_seeds, checkpoint=checkpoint)
   n = config.num_seeds
+  num_devices = len(devices) if devices is not None else None
   return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
-                                   spec, data)
+                                   spec, data, num_devices)
           for i, p in enumerate(points)}
 
 
