@@ -1,14 +1,18 @@
-"""Shared plumbing for the absl entry points: one-line flag errors, list-flag parsing, logging.
+"""Shared plumbing for the absl entry points: one-line flag errors, list-flag parsing, logging,
+the output directory's lock.
 
 A bad flag ends the program with one line on stderr, `error: --flag: what is allowed`, exit
-status 2, no traceback and nothing written. Progress goes to absl logging (stderr); results
-(tables, the files written) are printed to stdout.
+status 2, no traceback and nothing written. A value listed twice in a list flag is dropped (the
+first is kept) with a one-line warning. Progress goes to absl logging (stderr); results (tables,
+the files written) are printed to stdout.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
 import math
+import os
+import sys
 from typing import Callable, Sequence
 
 from absl import app, flags
@@ -48,18 +52,65 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []  # unreachable
 
 
+def define_compilation_cache_flag() -> None:
+  """--compilation_cache_dir, for the entry points that compile: `run` then turns on JAX's
+  persistent compilation cache before `main`, so that a rerun, a resumed run or another task of
+  a split loads its programs instead of compiling them again."""
+  flags.DEFINE_string(
+      "compilation_cache_dir", "", "JAX's persistent compilation cache (default: "
+      "$JAX_COMPILATION_CACHE_DIR, else jax_cache in the data cache: --data_dir, "
+      "$INITJAX_DATA_DIR or ~/.cache/initjax); 'none': off.")
+
+
+def compilation_cache_dir() -> str | None:
+  """The directory --compilation_cache_dir names (None: off, or no such flag)."""
+  if "compilation_cache_dir" not in flags.FLAGS:
+    return None
+  value = flags.FLAGS.compilation_cache_dir.strip()
+  if value.lower() == "none":
+    return None
+  if not value:
+    value = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+  if not value:
+    from initjax import data  # pylint: disable=import-outside-toplevel
+    data_dir = flags.FLAGS.data_dir if "data_dir" in flags.FLAGS else ""
+    value = os.path.join(data_dir or data.default_data_dir(), "jax_cache")
+  return os.path.abspath(os.path.expanduser(value))
+
+
+def enable_compilation_cache() -> str | None:
+  """Turns on the persistent cache in `compilation_cache_dir()` for every program (however
+  quick to compile); a directory that cannot be made turns it off with a warning: the cache
+  saves time, it never changes a result."""
+  path = compilation_cache_dir()
+  if path is None:
+    return None
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    absl_logging.warning("compilation cache off: cannot make %s (%s)", path, e.strerror or e)
+    return None
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)` with one-line errors for bad flags (absl's own and `UsageError`)."""
+  """`absl.app.run(main)` with one-line errors for bad flags (absl's own and `UsageError`), and
+  the persistent compilation cache on where the entry point defines its flag."""
 
   def wrapped(argv):
     if len(argv) > 1:
       _exit_with(f"unexpected positional arguments {argv[1:]}; all options are --flags")
     try:
+      enable_compilation_cache()
       return main(argv)
     except UsageError as e:
       _exit_with(str(e))
-    except ConfigError as e:
-      _exit_with(f"--{e.field}: {e.message}")
+    except ConfigError as e:  # a field "a/b" names two flags: --a/--b
+      _exit_with("/".join(f"--{f}" for f in e.field.split("/")) + f": {e.message}")
 
   # JAX logs at INFO that it found no TPU; that is noise on CPU and GPU machines.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
@@ -83,26 +134,43 @@ def _parse_numbers(flag: str, values: Sequence[str] | None, convert: Callable, w
   return out
 
 
+def unique(flag: str, values: Sequence) -> list:
+  """`values` without repeats (the first occurrence kept), with a one-line warning naming the
+  flag and what was dropped: a value listed twice would compute the same thing twice."""
+  out, dropped = [], []
+  for v in values:
+    (dropped if v in out else out).append(v)
+  if dropped:
+    absl_logging.warning("--%s: ignoring the repeated value(s) %s (each is used once)", flag,
+                         ", ".join(str(v) for v in dropped))
+  return out
+
+
 def parse_floats(flag: str, values: Sequence[str] | None, *, positive: bool = False,
                  allow_empty: bool = False) -> list[float]:
-  return _parse_numbers(flag, values, float, "a number", (lambda x: x > 0) if positive else
-                        (lambda x: True), "> 0", allow_empty)
+  """Finite numbers (> 0 when `positive`), repeats dropped (`unique`)."""
+  ok = (lambda x: math.isfinite(x) and x > 0) if positive else math.isfinite
+  return unique(flag, _parse_numbers(flag, values, float, "a number", ok,
+                                     "finite numbers > 0" if positive else "finite numbers",
+                                     allow_empty))
 
 
 def parse_ints(flag: str, values: Sequence[str] | None, *, minimum: int = 1) -> list[int]:
-  return _parse_numbers(flag, values, int, "an integer", lambda x: x >= minimum,
-                        f"integers >= {minimum}", False)
+  """Integers >= minimum, repeats dropped (`unique`)."""
+  return unique(flag, _parse_numbers(flag, values, int, "an integer", lambda x: x >= minimum,
+                                     f"integers >= {minimum}", False))
 
 
 def parse_choices(flag: str, values: Sequence[str] | None, allowed: Sequence[str],
                   *, allow_empty: bool = False) -> list[str]:
+  """Names from `allowed`, repeats dropped (`unique`)."""
   out = [v.strip() for v in (values or []) if v.strip()]
   for v in out:
     if v not in allowed:
       raise UsageError(flag, f"unknown value {v!r}; allowed: {', '.join(sorted(allowed))}")
   if not out and not allow_empty:
     raise UsageError(flag, f"needs at least one of: {', '.join(sorted(allowed))}")
-  return out
+  return unique(flag, out)
 
 
 def check_min(flag: str, value: int | float, minimum: int | float) -> None:
@@ -127,6 +195,7 @@ def parse_learning_rates(entries: Sequence[str], optimizers: Sequence[str],
   entry are left out (they get their default). `known` are all optimizer names.
   """
   per_opt: dict[str, list[float]] = {}
+  repeated = []
   for entry in entries:
     entry = entry.strip()
     if not entry:
@@ -152,20 +221,59 @@ def parse_learning_rates(entries: Sequence[str], optimizers: Sequence[str],
     for name in names:
       if lr not in per_opt.setdefault(name, []):
         per_opt[name].append(lr)
+      else:
+        repeated.append(f"{name}:{lr:g}")
+  if repeated:
+    absl_logging.warning("--learning_rates: ignoring the repeated value(s) %s (each is used "
+                         "once)", ", ".join(repeated))
   return tuple((o, tuple(per_opt[o])) for o in optimizers if o in per_opt)
+
+
+def hold_output_dir(flag: str, directory: str, holder):
+  """Registers this run as a holder of `directory` (`initjax.lock.acquire`); returns the lock
+  (released when the process ends, or with `release()`). UsageError naming the flag and the
+  other process when the directory is in use. Where the file system has no working locks, the
+  run goes on unprotected, with a warning."""
+  from initjax import lock  # pylint: disable=import-outside-toplevel
+  try:
+    return lock.acquire(directory, holder)
+  except lock.LocksUnsupported as e:
+    absl_logging.warning("%s: going on without a lock; two runs into this directory would "
+                         "not be detected", e.strerror)
+    return contextlib.nullcontext(None)
+  except lock.DirectoryLocked as e:
+    raise UsageError(flag, str(e)) from None
+  except OSError as e:
+    raise UsageError(flag, f"cannot lock {directory!r}: {e.strerror or e}") from None
+
+
+def _stderr(line: str) -> None:
+  sys.stderr.write(line + "\n")
+  sys.stderr.flush()
 
 
 def print_report(output_dir: str, config, allow_partial: bool = False) -> int:
   """`report.write_report`, then prints the summary table and the files written, or lists the
   missing points on stderr. Returns the exit status: 1 when points are missing (and not
-  `allow_partial`), else 0."""
+  `allow_partial`), when no point is finished at all, or when the files cannot be written
+  (then none of them is changed); else 0."""
   from initjax.sweep import report  # pylint: disable=import-outside-toplevel
   from initjax.sweep.summary import format_summary_table  # pylint: disable=import-outside-toplevel
-  paths, table, missing = report.write_report(output_dir, config, allow_partial)
+  try:
+    paths, table, missing = report.write_report(output_dir, config, allow_partial)
+  except OSError as e:
+    _stderr(f"error: cannot write the report into {output_dir}: "
+            f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; no file was changed")
+    return 1
+  if not paths and allow_partial:  # not one finished point
+    why = {pid: w for pid, w in missing.items() if w != "not finished"}
+    _stderr("\n".join([f"error: none of the {len(missing)} grid points has finished results "
+                        f"under {output_dir}: nothing to report; no file was written"]
+                       + [f"  {pid}: {w}" for pid, w in why.items()]))
+    return 1
   if missing:
     message = report.describe_missing(missing, output_dir, config)
-    sys.stderr.write(("warning: " if allow_partial else "error: ") + message + "\n")
-    sys.stderr.flush()
+    _stderr(("warning: " if allow_partial else "error: ") + message)
     if not allow_partial:
       return 1
   print(format_summary_table(table), flush=True)

@@ -5,7 +5,10 @@ r"""The weight-initialization figure, measured over many random networks and exa
 With no flags: the book's setup (50 hidden layers of 100 ReLU units, 100-dimensional standard
 normal inputs, one output, y = 0, least squares, zero biases) for sigma2_Omega in
 {0.001, 0.01, 0.02, 0.1, 1.0} plus he_normal and xavier_normal. Writes results.csv,
-summary.json and propagation.png into --output_dir and prints the per-layer slopes.
+summary.json and propagation.png into --output_dir (all three or none) and prints the per-layer
+slopes. A network whose one seed cannot fit in the available memory is refused before anything
+is compiled; the run holds --output_dir (`initjax.lock`), so a second run into it is refused.
+A value listed twice in --sigma2 or --inits is used once (with a warning).
 """
 from __future__ import annotations
 
@@ -35,56 +38,104 @@ _SEED_CHUNK = flags.DEFINE_integer("seed_chunk", 0,
 _NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
                                     "Local devices to spread the seeds over (0: all; on a CPU, "
                                     "one per core).")
+_ARCH = flags.DEFINE_string("arch", "mlp", "Architecture: mlp (the book's, exact in log space), "
+                           "resmlp (residual) or cnn (1-D convolutions; --input_dim is the "
+                           "sequence length, --width the channels).")
+_BRANCH_SCALE = flags.DEFINE_string("branch_scale", "one",
+                                    "resmlp branch scale: one, invsqrt (1/sqrt(depth)) or skipinit.")
+_KERNEL_SIZE = flags.DEFINE_integer("kernel_size", 5, "cnn kernel size.")
+_PADDING = flags.DEFINE_string("padding", "circular", "cnn padding: circular or zero.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
+cli.define_compilation_cache_flag()
 
 
 def config_from_flags():
   """The FigureConfig of the flags (it checks itself; errors name the flag)."""
   from initjax import propagation_figure  # pylint: disable=import-outside-toplevel
   return propagation_figure.FigureConfig(
-      sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, allow_empty=True)),
-      inits=tuple(v.strip() for v in _INITS.value if v.strip()), depth=_DEPTH.value,
+      sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, positive=True, allow_empty=True)),
+      inits=tuple(cli.unique("inits", [v.strip() for v in _INITS.value if v.strip()])),
+      depth=_DEPTH.value,
       width=_WIDTH.value, input_dim=_INPUT_DIM.value, activation=_ACTIVATION.value,
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
-      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value)
+      seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value, arch=_ARCH.value,
+      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value)
+
+
+def check_fits(config, devices) -> None:
+  """Refuses a network whose seeds cannot fit in the available memory, before compiling: each
+  worker measures at least one seed at a time (--seed_chunk per worker when given), and the
+  workers of a CPU share the host's memory."""
+  from initjax import parallel, propagation  # pylint: disable=import-outside-toplevel
+  need = propagation.seed_bytes(config.spec(), 8 if config.dtype == "float64" else 4)
+  device, gib = devices[0], 2.0 ** 30
+  available = parallel.available_memory_bytes(device)
+  # Workers drawing on `available` at once: every thread of a CPU, one per accelerator.
+  shared = len(parallel.workers(devices)) if device.platform == "cpu" else 1
+  what = (f"one network of depth {config.depth}, width {config.width} (--input_dim="
+          f"{config.input_dim}, --batch_size={config.batch_size}, {config.dtype}) needs about "
+          f"{need / gib:.3g} GiB")
+  where = f"{available / gib:.3g} GiB available on {device.platform} device {device.id}"
+  if need * shared > available:
+    together = (f"; the {shared} CPU workers measure one each at once: "
+                f"{need * shared / gib:.3g} GiB" if shared > 1 else "")
+    raise cli.UsageError("depth/--width", f"{what}{together}; {where}")
+  chunk = min(config.seed_chunk, max(len(config.sigma2), 1) * config.num_seeds)
+  if chunk and need * chunk * shared > available:
+    raise cli.UsageError("seed_chunk", f"{config.seed_chunk} networks per worker at once need "
+                         f"about {need * chunk * shared / gib:.3g} GiB: {what}; {where}")
+
+
+def write_files(output_dir: str, config, result) -> list[str]:
+  """results.csv, summary.json and propagation.png, all or none (`atomic_write_files`)."""
+  from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
+  from initjax import results  # pylint: disable=import-outside-toplevel
+  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
+                                                 "propagation.png")]
+  results.atomic_write_files({
+      paths[0]: results.csv_bytes(result["rows"], figure.RESULT_COLUMNS)[0],
+      paths[1]: results.json_bytes(figure.summary(config, result)),
+      paths[2]: results.figure_bytes(figure.plot(config, result), dpi=110)})
+  return paths
 
 
 def main(argv):
   del argv
   config = config_from_flags()
-  output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
 
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import parallel  # pylint: disable=import-outside-toplevel
+  from initjax import lock, parallel  # pylint: disable=import-outside-toplevel
   from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
-  from initjax.results import (atomic_savefig, atomic_write_csv,  # pylint: disable=import-outside-toplevel
-                               atomic_write_json)
   if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   devices = jax.local_device_count()
   if config.num_devices > devices:
     raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
                          f"got {config.num_devices}")
-  logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
-               "%d worker(s) on %d device(s)", len(config.sigma2) + len(config.inits),
-               config.num_seeds, config.seed_chunk or "default",
-               len(parallel.workers(parallel.local_devices(config.num_devices or None))),
-               config.num_devices or devices)
-  start = time.perf_counter()
-  result = figure.run(config)
-  for label, count in result["flagged"].items():
-    if count:
-      logging.warning(
-          "%s: %d (seed, layer, quantity) values could not be measured in %s (overflow, "
-          "underflow to zero or NaN); they are flagged in results.csv and left out of the "
-          "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
-          "space).", label, count, config.dtype)
-  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                 "propagation.png")]
-  atomic_write_csv(paths[0], result["rows"], figure.RESULT_COLUMNS)
-  atomic_write_json(paths[1], figure.summary(config, result))
-  atomic_savefig(figure.plot(config, result), paths[2], dpi=110)
+  check_fits(config, parallel.local_devices(config.num_devices or None))
+  output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
+  with cli.hold_output_dir("output_dir", output_dir,
+                           lock.Holder(role="figure", what="a propagation figure run")):
+    logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
+                 "%d worker(s) on %d device(s)", len(config.sigma2) + len(config.inits),
+                 config.num_seeds, config.seed_chunk or "default",
+                 len(parallel.workers(parallel.local_devices(config.num_devices or None))),
+                 config.num_devices or devices)
+    start = time.perf_counter()
+    result = figure.run(config)
+    for label, count in result["flagged"].items():
+      if count:
+        logging.warning(
+            "%s: %d (seed, layer, quantity) values could not be measured in %s (overflow, "
+            "underflow to zero or NaN); they are flagged in results.csv and left out of the "
+            "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
+            "space).", label, count, config.dtype)
+    try:
+      paths = write_files(output_dir, config, result)
+    except OSError as e:
+      raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
+                       "changed") from None
   print(figure.slope_table(result))
   print(f"{len(result['rows'])} rows; wrote {', '.join(paths)} "
         f"({time.perf_counter() - start:.1f} s)")

@@ -5,8 +5,11 @@
 A sweep run as several tasks (`--task_index`/`--num_tasks`, a Slurm array, `scripts/run_local.sh`)
 leaves one pair of files per grid point under --output_dir/points; this step reads them (and
 --output_dir/sweep_config.json, the grid of the last sweep command) and writes the same files as
-a one-task run, which runs this step itself. Missing grid points are listed and the exit status
-is 1, unless --allow_partial (then summary.json lists them as missing_points).
+a one-task run, which runs this step itself. Missing grid points (never finished, or damaged:
+a point file that fails verification is named with why) are listed and the exit status is 1,
+unless --allow_partial (then summary.json lists them as missing_points); with no finished point
+at all nothing is written. The report is refused while a sweep (or another report) holds
+--output_dir (`initjax.lock`): run it once every task has finished.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 from absl import flags
 
 from experiments import cli
+from initjax import lock
 from initjax.sweep import store
 
 FLAGS = flags.FLAGS
@@ -31,7 +35,10 @@ def main(argv):
     config = store.load_sweep_config(FLAGS.output_dir)
   except ValueError as e:
     raise cli.UsageError("output_dir", str(e)) from None
-  status = cli.print_report(FLAGS.output_dir, config, FLAGS.allow_partial)
+  output_dir = cli.output_dir("output_dir", FLAGS.output_dir)  # writable?
+  with cli.hold_output_dir("output_dir", output_dir,
+                           lock.Holder(role="report", what="a sweep report")):
+    status = cli.print_report(output_dir, config, FLAGS.allow_partial)
   if status:
     raise SystemExit(status)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable
 
 import jax
@@ -196,6 +197,20 @@ def init_networks(arch: Architecture, keys_B: jax.Array, weight_init: Any, *, in
                     weight_init=weight_init, bias_init=bias_init, options=options)
           for k in keys_B]
   return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *nets)
+
+
+def parameter_count(arch: Architecture, input_shape, width: int, depth: int, output_dim: int,
+                    options: ArchOptions = ArchOptions()) -> int:
+  """Weights and biases of one network, without listing a very deep network's layers: the
+  built-in architectures' hidden layers are alike, so the count is affine in depth (checked on
+  depths 1 to 3; otherwise every layer is counted)."""
+  def count(k):
+    return sum(math.prod(s) + s[-1] for s in arch.kernel_shapes(input_shape, width, k,
+                                                                output_dim, options))
+  n1, n2, n3 = count(1), count(2), count(3)
+  if n3 - n2 != n2 - n1:
+    return count(depth)
+  return n1 + (depth - 1) * (n2 - n1)
 
 
 def predict_for_init(arch: Architecture, weight_init: str, *, input_shape, width: int,

@@ -62,6 +62,42 @@ def mnist1d_cache_path(data_dir: str | None = None, seed: int = 42) -> str:
   return os.path.join(data_dir or default_data_dir(), f"mnist1d_seed{seed}.npz")
 
 
+def check_data_dir(data_dir: str | None = None, seed: int = 42) -> str:
+  """Checks that MNIST-1D can be loaded from, or cached into, `data_dir` before anything runs:
+  the cached file, when present, must be a readable .npz with the four arrays; otherwise the
+  directory must be creatable and writable. Returns the cache path.
+
+  Raises:
+    ValueError: one line naming the file or directory and why it cannot be used.
+  """
+  path = mnist1d_cache_path(data_dir, seed)
+  if os.path.exists(path):
+    try:
+      with np.load(path) as npz:
+        missing = [k for k in ARRAY_KEYS if k not in npz.files]
+        if not missing:
+          for k in ARRAY_KEYS:
+            npz[k]  # pylint: disable=pointless-statement  (reads and checks every array)
+    except Exception as e:  # pylint: disable=broad-except  (zip, pickle and OS errors alike)
+      raise ValueError(f"the cached data set {path} cannot be read ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'damaged'}); delete it to "
+                       "generate it again") from None
+    if missing:
+      raise ValueError(f"the cached data set {path} lacks {', '.join(missing)}; delete it to "
+                       "generate it again")
+    return path
+  directory = os.path.dirname(path)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f".write_probe.{os.getpid()}")
+    with open(probe, "wb"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"cannot cache the data set in {directory!r}: {e.strerror or e}") from None
+  return path
+
+
 def standardize(x_train_NxD: np.ndarray, x_test_MxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Per-feature standardization with the TRAINING mean and std: x' = (x - mu_d) / s_d."""
   mu_D = x_train_NxD.mean(axis=0)

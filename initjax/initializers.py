@@ -363,6 +363,13 @@ def get_initializer(name: str, **kwargs: Any) -> Initializer:
   return factory(**args)
 
 
+def draws_plain_normal(name: str) -> bool:
+  """Whether registry `name` draws N(0, variance) (He, Xavier, LeCun normal, normal): such
+  initializers differ only in their per-layer variance, so one program that draws unit normals
+  and scales them serves them all (`initjax.propagation.measure`)."""
+  return _resolve(name, {})[0] in (he_normal, xavier_normal, lecun_normal, normal)
+
+
 def _fan_variance(scale: float, mode: str, shape, args: dict) -> float:
   fan_in, fan_out = compute_fans(shape, args["in_axis"], args["out_axis"], args["batch_axis"])
   return scale / _fan(mode, fan_in, fan_out)

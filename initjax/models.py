@@ -9,6 +9,8 @@ Models that differ only in their parameter values share one compiled training pr
     Var[dl/df_k] per layer).
   * `from_flax(module)`: any `flax.linen.Module` (parameters: its "params" collection).
   * `from_functions(apply, name)`: any pure `apply(params, x) -> out`.
+  * `nnx_networks(make, keys_B)`: a `flax.nnx.Module` (class or factory `rngs -> module`) as a
+    Model, and the parameters of B initializations of it.
 
 Builders are cached, so asking twice for the same model returns the same record (and the same
 compiled program).
@@ -106,3 +108,44 @@ def from_flax(module) -> Model:
 def from_functions(apply: Callable[[Params, jax.Array], jax.Array], name: str = "") -> Model:
   """Any pure forward pass `apply(params, x) -> out` as a Model."""
   return Model(name=name or getattr(apply, "__name__", "model"), apply=apply)
+
+
+def _nnx_apply(params, x, graphdef, rest):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  # Fresh copies of the other state, owned by the current trace (nnx refuses to touch Variables
+  # of an outer trace, e.g. under jax.grad).
+  return nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))(x)
+
+
+def nnx_networks(make: Any, keys_B: jax.Array) -> tuple[Model, Params]:
+  """B initializations of a `flax.nnx.Module`, ready for `batch_training.run_networks`.
+
+  Args:
+    make: an nnx Module class (called as `make(rngs=nnx.Rngs(key))`) or a factory
+      `rngs -> module`.
+    keys_B: one PRNG key per network.
+
+  Returns:
+    (model, params_B): `model.apply(params, x)` merges one network's parameters into the
+    module's graph and calls it; `params_B` is the `nnx.State` of the `nnx.Param` variables,
+    stacked on a leading axis B. Other state (batch statistics, RNG counters) stays as the
+    first key's module had it at initialization and is not trained.
+  """
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  if isinstance(make, type):
+    cls, name = make, make.__name__
+    make = lambda rngs: cls(rngs=rngs)  # pylint: disable=unnecessary-lambda-assignment
+  else:
+    name = getattr(make, "__name__", "nnx module")
+
+  def params_of(key):
+    return nnx.split(make(nnx.Rngs(key)), nnx.Param, ...)[1]
+
+  keys_B = jnp.asarray(keys_B)
+  first = make(nnx.Rngs(keys_B[0]))
+  if not isinstance(first, nnx.Module):
+    raise TypeError(f"{name} returned {type(first).__name__}, not a flax.nnx.Module")
+  graphdef, _, rest = nnx.split(first, nnx.Param, ...)
+  params_B = jax.vmap(params_of)(keys_B)
+  model = Model(name=name, apply=functools.partial(_nnx_apply, graphdef=graphdef, rest=rest))
+  return model, params_B

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initjax import _jax_internals, activations, parallel, theory
+from initjax import _jax_internals, activations, architectures, parallel, theory
+from initjax.initializers import (draws_plain_normal, expected_variance, get_initializer,
+                                  normal)
 from initjax.layer_statistics import QUANTITIES, network_statistics, uses_log_space
 from initjax.networks import init_mlp
 
@@ -59,26 +61,36 @@ def layer_indices(quantity: str, depth: int) -> np.ndarray:
 
 def _resolve_init(weight_init) -> Callable:
   if isinstance(weight_init, str):
-    from initjax.initializers import get_initializer  # pylint: disable=import-outside-toplevel
     return get_initializer(weight_init)
   return weight_init
 
 
+def kernel_shapes(spec: NetworkSpec) -> list[tuple[int, int]]:
+  """The Flax-layout (in, out) shape of every weight matrix, Omega_0..Omega_K."""
+  return ([(spec.input_dim, spec.width)] + [(spec.width, spec.width)] * (spec.depth - 1)
+          + [(spec.width, spec.output_dim)])
+
+
 def network_for_seed(key: jax.Array, spec: NetworkSpec, init_fn: Callable, scale: Any,
                      dtype: Any) -> tuple[dict, jax.Array]:
-  """The network and the inputs of one seed of `measure`: init_mlp(k_params) with every weight
-  matrix multiplied by sqrt(scale), and N standard-normal inputs from k_x."""
+  """The network and the inputs of one seed of `measure`: init_mlp(k_params) with weight matrix
+  Omega_k multiplied by sqrt(scale_k) (`scale`: one value, or K + 1, one per weight matrix),
+  and N standard-normal inputs from k_x."""
   dtype = jnp.dtype(dtype)
   bias_init = None
   if spec.bias_variance > 0:
-    from initjax.initializers import normal  # pylint: disable=import-outside-toplevel
     bias_init = normal(spec.bias_variance)
   k_params, k_x = jax.random.split(key)
   params = init_mlp(k_params, input_dim=spec.input_dim, width=spec.width, depth=spec.depth,
                     output_dim=spec.output_dim, weight_init=init_fn, bias_init=bias_init,
                     dtype=dtype)
   root = jnp.sqrt(jnp.asarray(scale, dtype)).astype(dtype)
-  params = {name: (p * root if name.startswith("omega") else p) for name, p in params.items()}
+  if root.ndim:                       # one value per weight matrix
+    params = {**params, "omega_0": params["omega_0"] * root[0],
+              "omega_hidden": params["omega_hidden"] * root[1:spec.depth, None, None],
+              "omega_out": params["omega_out"] * root[spec.depth]}
+  else:
+    params = {name: (p * root if name.startswith("omega") else p) for name, p in params.items()}
   x_NxD = jax.random.normal(k_x, (spec.batch_size, spec.input_dim), dtype)
   return params, x_NxD
 
@@ -109,14 +121,15 @@ def default_seed_chunk(spec: NetworkSpec, device=None, itemsize: int = 4) -> int
   return int(min(256, parallel.chunk_size(256, seed_bytes(spec, itemsize), [device])))
 
 
-def run_seeds(one: Callable, key: jax.Array, scales: Sequence[float], num_seeds: int, dtype,
+def run_seeds(one: Callable, key: jax.Array, scales: Any, num_seeds: int, dtype,
               seed_chunk: int, work: Sequence[Any]) -> dict[str, np.ndarray]:
-  """`one((key, scale)) -> {quantity: per-layer values}` for every (scale, seed), in blocks
-  spread over the workers; seed s gets the same key for every scale (paired draws).
+  """`one((key, scale)) -> {quantity: per-layer values}` for every (setting, seed), in blocks
+  spread over the workers; seed s gets the same key for every setting (paired draws).
+  `scales` has one entry per setting (a number, or a vector of per-layer values).
 
   Returns {quantity: float64 array (len(scales), num_seeds, layers)}.
   """
-  # Item i = (scale i // num_seeds, seed i % num_seeds).
+  # Item i = (setting i // num_seeds, seed i % num_seeds).
   keys = jax.random.split(key, num_seeds)
   index = np.arange(len(scales) * num_seeds)
   items = (keys[index % num_seeds], jnp.asarray(np.asarray(scales)[index // num_seeds], dtype))
@@ -149,7 +162,8 @@ def _mlp_seed(spec: NetworkSpec, weight_init: Any, dtype_name: str, log_space: b
 
 
 def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = "normal",
-            scales: Sequence[float] = (1.0,), num_seeds: int = 100, dtype: Any = jnp.float32,
+            scales: Sequence[float] = (1.0,), layer_variances: Sequence[Sequence[float]] | None
+            = None, num_seeds: int = 100, dtype: Any = jnp.float32,
             seed_chunk: int | None = None, log_space: bool | None = None,
             num_devices: int | None = None) -> dict[str, np.ndarray]:
   """Per-seed, per-layer log10 statistics for every weight-variance multiplier in `scales`.
@@ -157,7 +171,13 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
   Every weight matrix drawn by `weight_init` is multiplied by sqrt(scale): with the registered
   `normal` initializer (unit variance) `scales` are the book's sigma2_Omega values; with
   `he_normal` a scale of 1 is He. Seed s uses the same key for every scale (paired draws), and
-  all scales and seeds run in one compiled program, in chunks of `seed_chunk` vmapped networks
+  all scales and seeds run in one compiled program, in chunks of `seed_chunk` vmapped networks.
+  Initializers that draw plain normals (He, Xavier, LeCun normal, normal) differ only in their
+  per-layer variances, so they all run in one program per network shape: the unit-normal draws
+  scaled layer by layer, the same numbers as `weight_init` draws for the same key.
+  `layer_variances` (instead of `weight_init` and `scales`) gives each setting's K + 1 weight
+  variances directly (plain normals), e.g. the fixed sigma2 of the book's figure next to He's
+  and Xavier's per-layer variances: all of them run in one program
   (`default_seed_chunk`), with the seeds spread over `num_devices` local devices (default all;
   a CPU's cores are used by one thread each, `initjax.parallel`). Each seed's values do not
   depend on the number of devices.
@@ -167,13 +187,26 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
     entries could not be measured (see `flag_invalid`).
   """
   spec.validate()
-  scales = _check_scales(scales, num_seeds, dtype)
+  if layer_variances is not None:
+    layer_variances = [list(v) for v in layer_variances]
+    if any(len(v) != spec.depth + 1 for v in layer_variances):
+      raise ValueError(f"layer_variances: each setting needs {spec.depth + 1} values "
+                       "(Omega_0..Omega_K)")
+    _check_scales([x for v in layer_variances for x in v], num_seeds, dtype)
+    scales, weight_init = layer_variances, "normal"
+  else:
+    scales = _check_scales(scales, num_seeds, dtype)
   dtype = jnp.dtype(dtype)
   if log_space is None:
     log_space = uses_log_space(spec.activation, spec.bias_variance)
   work = parallel.workers(parallel.local_devices(num_devices))
   if seed_chunk is None:
     seed_chunk = default_seed_chunk(spec, work[0], itemsize=dtype.itemsize)
+  if layer_variances is None and isinstance(weight_init, str) and draws_plain_normal(
+      weight_init):
+    per_layer = [expected_variance(weight_init, s) for s in kernel_shapes(spec)]
+    scales = [[s * v for v in per_layer] for s in scales]
+    weight_init = "normal"
   one = _mlp_seed(spec, weight_init, dtype.name, bool(log_space))
   return run_seeds(one, key, scales, num_seeds, dtype, seed_chunk, work)
 
@@ -182,13 +215,11 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
 def _arch_seed(arch_name: str, activation: str, options: Any, input_shape: tuple, width: int,
                depth: int, output_dim: int, batch_size: int, bias_variance: float,
                weight_init: Any, dtype_name: str) -> Callable:
-  from initjax import architectures  # pylint: disable=import-outside-toplevel
   arch, dtype = architectures.get(arch_name), jnp.dtype(dtype_name)
   model = arch.model(activation, options)
   init_fn = _resolve_init(weight_init)
   bias_init = None
   if bias_variance > 0:
-    from initjax.initializers import normal  # pylint: disable=import-outside-toplevel
     bias_init = normal(bias_variance)
   least_squares = lambda f, y: jnp.sum((f - y) ** 2)
 
@@ -220,7 +251,6 @@ def measure_architecture(key: jax.Array, arch: str, *, activation: str = "relu",
   log space: a value that overflows comes back non-finite and is flagged). Every weight (rank
   >= 2 parameter) drawn by `weight_init` is multiplied by sqrt(scale); standard-normal inputs of
   `input_shape`, least squares against y = 0."""
-  from initjax import architectures  # pylint: disable=import-outside-toplevel
   options = options or architectures.ArchOptions()
   architectures.get(arch)
   scales = _check_scales(scales, num_seeds, dtype)
@@ -286,9 +316,12 @@ def layer_slopes(depth: int, measured: dict[str, np.ndarray], pred: dict[str, np
 
   Measured slopes are fitted to the across-seed median of the (seed x layer) values in
   `measured`; positive means growing in the direction of travel (forward: with k; backward:
-  towards the input).
+  towards the input). `depth` is unused beyond a check: the layers are those of the values
+  (the residual MLP has h_0..h_K).
   """
-  k = layer_indices("var_h", depth)
+  k = np.arange(np.shape(pred["var_h"])[-1])
+  if k.size not in (depth, depth + 1):
+    raise ValueError(f"{k.size} layers of Var[h_k] for depth {depth}")
   return {
       "forward_measured": slope_per_layer(k, _finite_median(measured["var_h"])),
       "forward_theory": slope_per_layer(k, pred["var_h"]),
@@ -302,7 +335,6 @@ def theory_for(spec: NetworkSpec, weight_init: str | Callable, scale: float,
   """Theory for a registered initializer (per-layer variance from its fans) times `scale`."""
   if not isinstance(weight_init, str):
     return None
-  from initjax.initializers import expected_variance  # pylint: disable=import-outside-toplevel
   kw = dict(init_kwargs or {})
   fans = [(spec.input_dim, spec.width)] + [(spec.width, spec.width)] * (spec.depth - 1) + [
       (spec.width, spec.output_dim)]

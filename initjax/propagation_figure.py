@@ -18,14 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from initjax import activations, propagation
+from initjax import activations, architectures, finite_width, propagation
 from initjax.errors import ConfigError
+from initjax.initializers import draws_plain_normal, expected_variance
 
 RESULT_COLUMNS = (
-    "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size", "bias_variance",
-    "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean", "log10_median",
-    "log10_q05", "log10_q95", "theory", "log10_theory", "num_seeds", "num_flagged", "flagged")
+    "arch", "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size",
+    "bias_variance", "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean",
+    "log10_median", "log10_q05", "log10_q95", "theory", "log10_theory", "log10_theory_q05",
+    "log10_theory_q95", "num_seeds", "num_flagged", "flagged")
 DTYPES = ("float32", "float64")
+MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps 32 bits: seed 2**32 would repeat seed 0
 
 
 def weight_initializer_names() -> list[str]:
@@ -52,16 +55,24 @@ class FigureConfig:
   dtype: str = "float32"
   seed_chunk: int = 0          # 0: chosen from the network size
   num_devices: int = 0         # 0: all local devices (seeds are spread over them)
+  arch: str = "mlp"            # initjax.architectures; input_dim is a CNN's sequence length
+  branch_scale: str = "one"
+  kernel_size: int = 5
+  padding: str = "circular"
 
   def __post_init__(self):
     object.__setattr__(self, "sigma2", tuple(float(s) for s in self.sigma2))
     object.__setattr__(self, "inits", tuple(self.inits))
-    if any(not s > 0 for s in self.sigma2):
-      raise ConfigError("sigma2", "values must be > 0")
+    if any(not (math.isfinite(s) and s > 0) for s in self.sigma2):
+      raise ConfigError("sigma2", "values must be finite numbers > 0")
     allowed = weight_initializer_names()
     unknown = [n for n in self.inits if n not in allowed]
     if unknown:
       raise ConfigError("inits", f"unknown value {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    for name in ("sigma2", "inits"):  # a repeated value would be one curve measured twice
+      values = getattr(self, name)
+      if len(set(values)) != len(values):
+        raise ConfigError(name, "lists a value twice; list each value once")
     if not self.sigma2 and not self.inits:
       raise ConfigError("sigma2", "sigma2 and inits are both empty: nothing to measure")
     if self.activation not in activations.ACTIVATIONS:
@@ -75,8 +86,25 @@ class FigureConfig:
     for name in ("seed_chunk", "num_devices", "seed"):
       if getattr(self, name) < 0:
         raise ConfigError(name, f"must be >= 0; got {getattr(self, name)}")
-    if not self.bias_variance >= 0:
-      raise ConfigError("bias_variance", f"must be >= 0; got {self.bias_variance}")
+    if self.seed > MAX_SEED:
+      raise ConfigError("seed", f"must be <= {MAX_SEED} (PRNG keys keep 32 bits); got {self.seed}")
+    if not (math.isfinite(self.bias_variance) and self.bias_variance >= 0):
+      raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
+    if self.arch not in architectures.ARCHITECTURES:
+      raise ConfigError("arch", f"unknown value {self.arch!r}; allowed: "
+                        f"{', '.join(architectures.architecture_names())}")
+    if self.arch != "mlp" and self.dtype != "float32":
+      raise ConfigError("dtype", "float64 is a cross-check of the MLP's log-space path; "
+                        f"--arch={self.arch} runs in float32")
+    try:
+      self.options()
+    except ValueError as e:
+      field = next((f for f in ("kernel_size", "padding") if f in str(e)), "branch_scale")
+      raise ConfigError(field, str(e)) from None
+
+  def options(self) -> architectures.ArchOptions:
+    return architectures.ArchOptions(branch_scale=self.branch_scale,
+                                     kernel_size=self.kernel_size, padding=self.padding)
 
   def spec(self) -> propagation.NetworkSpec:
     return propagation.NetworkSpec(
@@ -92,6 +120,10 @@ class Setting:
   init: str          # "normal" for a fixed sigma2_Omega, else a registered initializer
   sigma2: float      # sigma2_Omega of the hidden layers
   scale: float       # multiplier passed to propagation.measure
+
+  @property
+  def init_kwargs(self) -> dict[str, Any]:
+    return {"variance": 1.0} if self.init == "normal" else {}
 
 
 def settings_for(config: FigureConfig) -> list[Setting]:
@@ -110,47 +142,109 @@ def _lin(log10_value: float) -> float:
   return 10.0 ** log10_value
 
 
+def _measure_groups(settings: list[Setting]) -> list[tuple[str, list[Setting]]]:
+  """Settings that share a compiled program: every plain-normal one (fixed sigma2, He, Xavier,
+  LeCun normal) in one group, each other initializer in its own."""
+  plain = [s for s in settings if draws_plain_normal(s.init)]
+  return ([("plain normal", plain)] if plain else []) + [
+      (s.init, [s]) for s in settings if not draws_plain_normal(s.init)]
+
+
 def measure_settings(config: FigureConfig, settings: list[Setting]
                      ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
-  """{label: {quantity: (seeds, layers) log10 values}} and seconds per measured group."""
+  """{label: {quantity: (seeds, layers) log10 values}} and seconds per measured group. Every
+  setting uses the same keys (paired draws)."""
   spec, dtype = config.spec(), jnp.dtype(config.dtype)
   key = jax.random.key(config.seed)
-  fixed = [s for s in settings if s.init == "normal"]
-  groups = ([("normal", fixed)] if fixed else []) + [(s.init, [s]) for s in settings
-                                                       if s.init != "normal"]
   measured, timing = {}, {}
-  for init_name, group in groups:
+  groups = (_measure_groups(settings) if config.arch == "mlp" else
+            [(s.init, [s]) for s in settings if s.init != "normal"]
+            + [("normal", [s for s in settings if s.init == "normal"])])
+  for name, group in groups:
+    if not group:
+      continue
     start = time.perf_counter()
-    out = propagation.measure(key, spec, weight_init=init_name, scales=[s.scale for s in group],
-                              num_seeds=config.num_seeds, dtype=dtype,
-                              seed_chunk=config.seed_chunk or None,
-                              num_devices=config.num_devices or None)
-    timing[init_name] = time.perf_counter() - start
+    common = dict(num_seeds=config.num_seeds, dtype=dtype, seed_chunk=config.seed_chunk or None,
+                  num_devices=config.num_devices or None)
+    if config.arch != "mlp":
+      out = propagation.measure_architecture(
+          key, config.arch, activation=config.activation, options=config.options(),
+          input_shape=(config.input_dim,), width=config.width, depth=config.depth,
+          output_dim=config.output_dim, batch_size=config.batch_size,
+          bias_variance=config.bias_variance, weight_init=name,
+          scales=[s.scale for s in group], **common)
+    elif name == "plain normal":
+      variances = [[s.scale * expected_variance(s.init, shape, **s.init_kwargs)
+                    for shape in propagation.kernel_shapes(spec)] for s in group]
+      out = propagation.measure(key, spec, layer_variances=variances, **common)
+    else:
+      out = propagation.measure(key, spec, weight_init=name, scales=[s.scale for s in group],
+                                **common)
+    timing[name] = time.perf_counter() - start
     for i, s in enumerate(group):
       measured[s.label] = {q: v[i] for q, v in out.items()}
-    logging.info("measured %s (%d setting(s) x %d seeds) in %.1f s", init_name, len(group),
-             config.num_seeds, timing[init_name])
+    logging.info("measured %s (%d setting(s) x %d seeds) in %.1f s", name, len(group),
+                 config.num_seeds, timing[name])
   return measured, timing
+
+
+def _layers(config: FigureConfig, quantity: str, count: int) -> np.ndarray:
+  """The layer index k of each of `count` values of `quantity`."""
+  if config.arch == "mlp":
+    return propagation.layer_indices(quantity, config.depth)
+  model = architectures.get(config.arch).model(config.activation, config.options())
+  return np.arange(count) + model.first_layer(quantity)
+
+
+def _theory(config: FigureConfig, setting: Setting) -> dict[str, np.ndarray]:
+  """Mean-field log10 variances per quantity, and the MLP's finite-width 5-95% band of Var[h_k]
+  (`initjax.finite_width`) as "var_h_q05"/"var_h_q95"."""
+  if config.arch != "mlp":
+    return architectures.predict_for_init(
+        architectures.get(config.arch), setting.init, input_shape=(config.input_dim,),
+        width=config.width, depth=config.depth, output_dim=config.output_dim,
+        scale=setting.scale, sigma2_b=config.bias_variance, activation=config.activation,
+        options=config.options(), init_kwargs=setting.init_kwargs)
+  spec = config.spec()
+  pred = propagation.theory_for(spec, setting.init, setting.scale, setting.init_kwargs).as_dict()
+  sigma2 = [setting.scale * expected_variance(setting.init, shape, **setting.init_kwargs)
+            for shape in propagation.kernel_shapes(spec)]
+  try:
+    band = finite_width.log_variance_spread(
+        input_dim=config.input_dim, width=config.width, depth=config.depth,
+        output_dim=config.output_dim, sigma2_omega=sigma2, sigma2_beta=config.bias_variance,
+        activation=config.activation, batch_size=config.batch_size, quantity="var_h")
+    pred["var_h_q05"], pred["var_h_q95"] = band.log10_quantile(0.05), band.log10_quantile(0.95)
+  except ValueError:     # no spread to predict (a layer's variance vanishes or overflows)
+    pass
+  return pred
 
 
 def setting_rows(config: FigureConfig, setting: Setting, measured: dict[str, np.ndarray],
                  pred: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-  """Tidy rows of one setting: one per quantity x layer, across-seed summaries and theory."""
+  """Tidy rows of one setting: one per quantity x layer, across-seed summaries and theory
+  (empty where the theory says nothing: the CNN's channel statistics, say)."""
   rows = []
-  for q in propagation.QUANTITIES:
+  nan = np.full(max(v.shape[-1] for v in measured.values()), np.nan)
+  for q in [q for q in propagation.QUANTITIES if q in measured] + sorted(
+      set(measured) - set(propagation.QUANTITIES)):
     summary = propagation.summarize_seeds(measured[q])
-    for j, k in enumerate(propagation.layer_indices(q, config.depth)):
-      lt = float(pred[q][j])
+    theory_q = pred.get(q, nan)
+    low, high = pred.get(f"{q}_q05", nan), pred.get(f"{q}_q95", nan)
+    for j, k in enumerate(_layers(config, q, measured[q].shape[-1])):
+      lt = float(theory_q[j])
       rows.append({
-          "init": setting.init, "sigma2": setting.sigma2, "activation": config.activation,
-          "depth": config.depth, "width": config.width, "input_dim": config.input_dim,
-          "batch_size": config.batch_size, "bias_variance": config.bias_variance,
-          "dtype": config.dtype, "layer": int(k), "quantity": q,
+          "arch": config.arch, "init": setting.init, "sigma2": setting.sigma2,
+          "activation": config.activation, "depth": config.depth, "width": config.width,
+          "input_dim": config.input_dim, "batch_size": config.batch_size,
+          "bias_variance": config.bias_variance, "dtype": config.dtype, "layer": int(k),
+          "quantity": q,
           "mean": _lin(summary["log10_mean"][j]), "median": _lin(summary["log10_median"][j]),
           "q05": _lin(summary["log10_q05"][j]), "q95": _lin(summary["log10_q95"][j]),
           "log10_mean": summary["log10_mean"][j], "log10_median": summary["log10_median"][j],
           "log10_q05": summary["log10_q05"][j], "log10_q95": summary["log10_q95"][j],
-          "theory": _lin(lt), "log10_theory": lt, "num_seeds": config.num_seeds,
+          "theory": _lin(lt), "log10_theory": lt, "log10_theory_q05": float(low[j]),
+          "log10_theory_q95": float(high[j]), "num_seeds": config.num_seeds,
           "num_flagged": int(summary["num_flagged"][j]),
           "flagged": bool(summary["num_flagged"][j] > 0),
       })
@@ -163,11 +257,9 @@ def run(config: FigureConfig) -> dict[str, Any]:
   zero or NaN)}, each left out of the summaries and flagged in its rows."""
   settings = settings_for(config)
   measured, timing = measure_settings(config, settings)
-  spec = config.spec()
   rows, slopes, flagged = [], {}, {}
   for s in settings:
-    pred = propagation.theory_for(spec, s.init, s.scale,
-                                  {"variance": 1.0} if s.init == "normal" else None).as_dict()
+    pred = _theory(config, s)
     slopes[s.label] = propagation.layer_slopes(config.depth, measured[s.label], pred)
     new_rows = setting_rows(config, s, measured[s.label], pred)
     flagged[s.label] = sum(r["num_flagged"] for r in new_rows)
@@ -234,6 +326,9 @@ def plot(config: FigureConfig, result: dict[str, Any]):
               ls=":" if s.init != "normal" else "-", label=label)
       ax.fill_between(k, column("log10_q05"), column("log10_q95"), color=c, alpha=0.25, lw=0)
       ax.plot(k, column("log10_theory"), color=c, lw=1.0, ls="--")
+      for edge in ("log10_theory_q05", "log10_theory_q95"):   # finite-width theory band
+        if np.isfinite(column(edge)).any():
+          ax.plot(k, column(edge), color=c, lw=0.8, ls=(0, (1, 2)))
       bad = [r["layer"] for r in rows if r["flagged"]]
       if bad:
         ax.plot(bad, np.interp(bad, k, np.nan_to_num(column("log10_theory"))), "x", color=c,
@@ -244,8 +339,12 @@ def plot(config: FigureConfig, result: dict[str, Any]):
     ax.set_xlim(0, config.depth)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8, loc="upper left")
-  fig.suptitle(f"{config.activation}, {config.depth} hidden layers x {config.width} units, "
+  what = {"mlp": "MLP", "resmlp": f"residual MLP ({config.branch_scale} branch scale)",
+          "cnn": f"CNN (kernel {config.kernel_size}, {config.padding} padding)"}[config.arch]
+  units = "channels" if config.arch == "cnn" else "units"
+  fig.suptitle(f"{what}, {config.activation}, depth {config.depth} x {config.width} {units}, "
                f"{config.num_seeds} random networks per setting, {config.batch_size} inputs each "
-               f"(median, 5-95% band; dashed: theory)", fontsize=9)
+               "(median, 5-95% band; dashed: theory; dotted: theory's 5-95% band at this width)",
+               fontsize=9)
   fig.tight_layout()
   return fig

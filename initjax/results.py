@@ -2,10 +2,15 @@
 
 Every writer goes to a temporary file in the destination directory and renames it into place,
 so an interrupted run never leaves a half-written or corrupt file under the final name.
+`atomic_write_files` does that for several files at once: every one is written in full before
+the first is renamed, so a full disk leaves the old set, never a mix of old and new files.
+`csv_bytes` and `json_sha256` give what a reader needs to verify a file later (its bytes as
+written, hence their sha256, and a canonical hash of a JSON record's content).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -22,7 +27,8 @@ def _umask() -> int:
   return mask
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
+def _write_temp(path: str, data: bytes) -> str:
+  """Writes `data` (flushed to disk) to a new temporary file next to `path`; returns its name."""
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                              dir=directory)
@@ -32,10 +38,42 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
       fh.write(data)
       fh.flush()
       os.fsync(fh.fileno())
+  except BaseException:
+    _remove_quietly(tmp)
+    raise
+  return tmp
+
+
+def _remove_quietly(path: str) -> None:
+  try:
+    os.unlink(path)
+  except OSError:
+    pass
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+  tmp = _write_temp(path, data)
+  try:
     os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    _remove_quietly(tmp)
+    raise
+
+
+def atomic_write_files(files: dict[str, bytes]) -> None:
+  """Writes several files, each through a temporary file and a rename; every temporary file is
+  complete (and flushed) before the first rename, so an error while writing (a full disk, a
+  read-only directory) leaves none of them changed and no temporary file behind."""
+  written: list[tuple[str, str]] = []
+  try:
+    for path, data in files.items():
+      written.append((_write_temp(path, data), path))
+    for tmp, path in written:
+      os.replace(tmp, path)
+  except BaseException:
+    for tmp, _ in written:
+      if os.path.exists(tmp):
+        _remove_quietly(tmp)
     raise
 
 
@@ -66,10 +104,22 @@ def _plain(value: Any) -> Any:
   return value
 
 
+def json_bytes(obj: Any) -> bytes:
+  """The bytes `atomic_write_json` writes: indented JSON, NaN/inf as null."""
+  return (json.dumps(_plain(obj), indent=2, sort_keys=False, allow_nan=False) + "\n").encode(
+      "utf-8")
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
   """Writes JSON; NaN/inf never appear in the file (they become null: flag them separately)."""
-  atomic_write_text(path, json.dumps(_plain(obj), indent=2, sort_keys=False,
-                                     allow_nan=False) + "\n")
+  _atomic_write_bytes(path, json_bytes(obj))
+
+
+def json_sha256(obj: Any) -> str:
+  """sha256 of an object's canonical JSON (sorted keys, no spaces, NaN/inf as null): the same
+  for the object before `atomic_write_json` and for what `json.load` reads back."""
+  text = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _csv_cell(value: Any) -> Any:
@@ -85,11 +135,9 @@ def _csv_cell(value: Any) -> Any:
   return value
 
 
-def atomic_write_csv(path: str, rows: Iterable[dict], columns: Sequence[str]) -> int:
-  """Writes tidy rows (dicts) with the given columns; non-finite floats become empty cells.
-
-  Returns the number of rows written.
-  """
+def csv_bytes(rows: Iterable[dict], columns: Sequence[str]) -> tuple[bytes, int]:
+  """Tidy rows (dicts) as CSV bytes with the given columns (non-finite floats become empty
+  cells), and the number of rows."""
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise",
                           lineterminator="\n")
@@ -98,15 +146,29 @@ def atomic_write_csv(path: str, rows: Iterable[dict], columns: Sequence[str]) ->
   for row in rows:
     writer.writerow({c: _csv_cell(row.get(c)) for c in columns})
     n += 1
-  atomic_write_text(path, buf.getvalue())
+  return buf.getvalue().encode("utf-8"), n
+
+
+def atomic_write_csv(path: str, rows: Iterable[dict], columns: Sequence[str]) -> int:
+  """Writes tidy rows (dicts) with the given columns; non-finite floats become empty cells.
+
+  Returns the number of rows written.
+  """
+  data, n = csv_bytes(rows, columns)
+  _atomic_write_bytes(path, data)
   return n
+
+
+def figure_bytes(fig, **kwargs) -> bytes:
+  """A matplotlib figure rendered to bytes (PNG by default), for `atomic_write_files`."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format=kwargs.pop("format", "png"), **kwargs)
+  return buf.getvalue()
 
 
 def atomic_savefig(fig, path: str, **kwargs) -> None:
   """Saves a matplotlib figure atomically (PNG by default)."""
-  buf = io.BytesIO()
-  fig.savefig(buf, format=kwargs.pop("format", "png"), **kwargs)
-  _atomic_write_bytes(path, buf.getvalue())
+  _atomic_write_bytes(path, figure_bytes(fig, **kwargs))
 
 
 def ensure_writable_dir(path: str) -> str:

@@ -10,7 +10,8 @@
 # task runs with --num_devices=1 and writes its log to OUTPUT_DIR/logs/task-I.log.
 # Environment: PYTHON (default python), MAX_PARALLEL (processes at a time; default: the GPUs, or
 # the CPU cores). Exit status: non-zero if a task or the report fails. Rerunning the same command
-# resumes: finished grid points are skipped.
+# resumes: finished grid points are skipped, damaged ones recomputed. The tasks share OUTPUT_DIR's
+# lock (they are one split: initjax.lock); another sweep or report into it meanwhile is refused.
 set -uo pipefail
 
 if [[ $# -lt 1 || ! $1 =~ ^[1-9][0-9]*$ ]]; then

@@ -65,6 +65,9 @@ def test_overflow_outside_log_space_is_flagged_not_written(tmp_path):
     ("--dtype=float16", "--dtype"),
     ("--output_dir=/proc/initjax_cannot_write_here", "--output_dir"),
     ("--num_seeds=abc", "num_seeds"),
+    ("--sigma2=inf", "--sigma2: values must be finite numbers > 0"),      # all-NaN output before
+    ("--bias_variance=inf", "--bias_variance: must be a finite number"),  # a traceback before
+    ("--bias_variance=nan", "--bias_variance: must be a finite number"),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, flag, needle):
   args = list(SMALL)
@@ -78,3 +81,15 @@ def test_bad_flags_fail_with_one_line(tmp_path, flag, needle):
   assert len(lines) == 1 and needle in lines[0], proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "o" / "results.csv").exists()
+
+
+def test_config_checks_itself_and_names_the_field():
+  from initjax.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  from initjax.propagation_figure import FigureConfig  # pylint: disable=import-outside-toplevel
+  for field, value in (("sigma2", (float("inf"),)), ("sigma2", (float("nan"),)),
+                       ("sigma2", (0.1, 0.1)), ("inits", ("he_normal", "he_normal")),
+                       ("bias_variance", float("nan")), ("bias_variance", float("inf")),
+                       ("bias_variance", -1.0), ("seed", 2 ** 32)):
+    with pytest.raises(ConfigError) as e:
+      FigureConfig(**{field: value})
+    assert e.value.field == field

@@ -7,11 +7,29 @@ from typing import Any
 
 import numpy as np
 
+from initjax import architectures
 from initjax import data as data_lib
 from initjax.activations import activation_names
 from initjax.errors import ConfigError
 from initjax.initializers import initializer_names
 from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+
+SIGMA2_W_PREFIX = "sigma2_w="
+
+
+def fan_in_variance(init: str) -> float | None:
+  """The per-fan-in weight variance of an init spec "sigma2_w=<value>" (a plain normal with
+  Var[W] = value / fan_in, the mean-field convention), or None for a registered name."""
+  if not init.startswith(SIGMA2_W_PREFIX):
+    return None
+  try:
+    value = float(init[len(SIGMA2_W_PREFIX):])
+  except ValueError:
+    return float("nan")
+  return value
+
+
+MAX_SEED = 2 ** 32 - 1  # jax.random.PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
 
 
 def _check_names(field: str, values, allowed) -> None:
@@ -20,6 +38,15 @@ def _check_names(field: str, values, allowed) -> None:
   for v in values:
     if v not in allowed:
       raise ConfigError(field, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_unique(field: str, values) -> None:
+  """A value listed twice would train the same grid point twice."""
+  seen = set()
+  for v in values:
+    if v in seen:
+      raise ConfigError(field, f"{v!r} is listed twice; list each value once")
+    seen.add(v)
 
 
 def _check_int(field: str, value: Any, minimum: int) -> None:
@@ -38,6 +65,10 @@ class SweepConfig:
 
   learning_rates: ((optimizer, (lr, ...)), ...); an optimizer missing from it uses
   `initjax.optimizers.DEFAULT_LEARNING_RATES` (momentum 0.01, adam 0.001, ...).
+  inits: registered initializer names, or "sigma2_w=<value>": a plain normal of variance
+  value / fan_in (the mean-field sigma_w^2, as `experiments.phase_diagram` uses).
+  archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
+  MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -59,13 +90,37 @@ class SweepConfig:
   stats_batch_size: int = 256
   loss_threshold: float = 1.5
   data_dir: str = ""
+  archs: tuple[str, ...] = ("mlp",)
+  bias_variance: float = 0.0
+  branch_scale: str = "one"
+  kernel_size: int = 5
+  padding: str = "circular"
 
   def __post_init__(self):
-    for field in ("inits", "depths", "widths", "activations", "optimizers"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
         (o, tuple(lrs)) for o, lrs in self.learning_rates))
-    _check_names("inits", self.inits, initializer_names())
+    if not self.inits:
+      raise ConfigError("inits", f"needs at least one of: {', '.join(initializer_names())}")
+    for init in self.inits:
+      value = fan_in_variance(init)
+      if value is None and init not in initializer_names():
+        raise ConfigError("inits", f"unknown value {init!r}; allowed: "
+                          f"{', '.join(initializer_names())}, or sigma2_w=<value>")
+      if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError("inits", f"{init!r}: sigma2_w must be a finite number > 0")
+    _check_names("archs", self.archs, architectures.architecture_names())
+    try:
+      self.arch_options()
+    except ValueError as e:
+      field = "kernel_size" if "kernel_size" in str(e) else (
+          "padding" if "padding" in str(e) else "branch_scale")
+      raise ConfigError(field, str(e)) from None
+    if isinstance(self.bias_variance, bool) or not (
+        isinstance(self.bias_variance, (int, float)) and math.isfinite(self.bias_variance)
+        and self.bias_variance >= 0):
+      raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
     _check_names("activations", self.activations, activation_names())
     _check_names("optimizers", self.optimizers, optimizer_names())
     _check_names("dataset", [self.dataset], data_lib.dataset_names())
@@ -75,24 +130,38 @@ class SweepConfig:
         raise ConfigError(field, "needs at least one value")
       for v in values:
         _check_int(field, v, 1)
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+      _check_unique(field, getattr(self, field))
+    _check_unique("learning_rates", [o for o, _ in self.learning_rates])
     for optimizer, lrs in self.learning_rates:
       if optimizer not in self.optimizers:
         raise ConfigError("learning_rates", f"optimizer {optimizer!r} is not in --optimizers "
                           f"({', '.join(self.optimizers)})")
       for lr in lrs:
         _check_learning_rate(lr)
+      _check_unique("learning_rates", lrs)
     for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
                   "stats_batch_size"):
       _check_int(field, getattr(self, field), 1)
     _check_int("seed", self.seed, 0)
+    if self.seed > MAX_SEED:
+      raise ConfigError("seed", f"must be <= {MAX_SEED} (PRNG keys keep 32 bits); got {self.seed}")
     n_train = data_lib.dataset_info(self.dataset)["n_train"]
-    if self.batch_size > n_train:
-      raise ConfigError("batch_size", f"must be <= {n_train} (training examples of "
-                        f"{self.dataset}); got {self.batch_size}")
-    if not (isinstance(self.loss_threshold, (int, float)) and math.isfinite(self.loss_threshold)
+    for field in ("batch_size", "stats_batch_size"):
+      if getattr(self, field) > n_train:
+        raise ConfigError(field, f"must be <= {n_train} (training examples of "
+                          f"{self.dataset}); got {getattr(self, field)}")
+    if not isinstance(self.data_dir, str):
+      raise ConfigError("data_dir", f"must be a path (a string); got {self.data_dir!r}")
+    if not (isinstance(self.loss_threshold, (int, float)) and not isinstance(
+        self.loss_threshold, bool) and math.isfinite(self.loss_threshold)
             and self.loss_threshold > 0):
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
+
+  def arch_options(self) -> architectures.ArchOptions:
+    return architectures.ArchOptions(branch_scale=self.branch_scale,
+                                     kernel_size=self.kernel_size, padding=self.padding)
 
   def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
     given = dict(self.learning_rates)
@@ -106,13 +175,19 @@ class SweepConfig:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
-    """The inverse of `to_dict` (unknown keys are ignored)."""
+    """The inverse of `to_dict` (unknown keys are ignored); a value of the wrong kind is a
+    ConfigError naming its field."""
     if not isinstance(d, dict):
       raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+      if field in kwargs and not isinstance(kwargs[field], tuple):
+        raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}
-    if not isinstance(rates, dict):
+    if not isinstance(rates, dict) or not all(
+        isinstance(lrs, list) and all(isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                      for lr in lrs) for lrs in rates.values()):
       raise ConfigError("learning_rates", "must be an object {optimizer: [learning rates]}")
     kwargs["learning_rates"] = tuple((o, tuple(float(lr) for lr in lrs))
                                      for o, lrs in rates.items())

@@ -2,9 +2,9 @@
 and how the grid is split into batch tasks.
 
 Randomness (paired comparisons): from `--seed` and only the parameters that should matter,
-  * initial weights of seed index i: (seed, depth, width, activation, i), so every initializer,
-    optimizer and learning rate starts from the same underlying draws (He and Xavier, both plain
-    normals, get weights that differ only by a constant factor);
+  * initial weights of seed index i: (seed, arch, depth, width, activation, i), so every
+    initializer, optimizer and learning rate starts from the same underlying draws (He, Xavier
+    and sigma2_w=... are all plain normals: their weights differ only by a constant factor);
   * minibatch order of seed index i: (seed, i), the same for every grid point;
   * teacher-student data: (seed).
 A grid point's results therefore do not depend on which other points are in the sweep, nor on
@@ -33,23 +33,26 @@ class GridPoint:
   activation: str
   optimizer: str
   learning_rate: float
+  arch: str = "mlp"
 
   @property
   def point_id(self) -> str:
-    """Stable, file-name-safe id, e.g. he_normal-d30-w100-relu-momentum-lr0.01."""
-    return (f"{self.init}-d{self.depth}-w{self.width}-{self.activation}-{self.optimizer}"
+    """Stable, file-name-safe id, e.g. he_normal-d30-w100-relu-momentum-lr0.01 (an architecture
+    other than the MLP is its first part: cnn-he_normal-d6-w32-...)."""
+    head = "" if self.arch == "mlp" else f"{self.arch}-"
+    return (f"{head}{self.init}-d{self.depth}-w{self.width}-{self.activation}-{self.optimizer}"
             f"-lr{self.learning_rate:g}")
 
   @property
   def group_key(self) -> tuple:
     """Points with the same group_key share one compiled training program."""
-    return (self.depth, self.width, self.activation, self.optimizer)
+    return (self.arch, self.depth, self.width, self.activation, self.optimizer)
 
 
 def expand_grid(config: SweepConfig) -> list[GridPoint]:
-  """All grid points, ordered depth, width, activation, optimizer, learning rate, init."""
-  return [GridPoint(init, depth, width, activation, optimizer, float(lr))
-          for depth in config.depths for width in config.widths
+  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate, init."""
+  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch)
+          for arch in config.archs for depth in config.depths for width in config.widths
           for activation in config.activations for optimizer in config.optimizers
           for lr in config.learning_rates_for(optimizer) for init in config.inits]
 
@@ -69,8 +72,9 @@ def stable_int(text: str) -> int:
 
 def point_keys(key: jax.Array, point: GridPoint, num_seeds: int) -> tuple[jax.Array, jax.Array]:
   """(init keys, data keys), num_seeds each, for a grid point (see the module docstring)."""
+  arch = "" if point.arch == "mlp" else f"/arch={point.arch}"
   k_init = jax.random.fold_in(key, stable_int(
-      f"init/depth={point.depth}/width={point.width}/activation={point.activation}"))
+      f"init/depth={point.depth}/width={point.width}/activation={point.activation}{arch}"))
   k_data = jax.random.fold_in(key, stable_int("minibatch_order"))
   return _fold_in_range(k_init, num_seeds), _fold_in_range(k_data, num_seeds)
 

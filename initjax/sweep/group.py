@@ -10,14 +10,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initjax import architectures
 from initjax import data as data_lib
-from initjax import batch_training, distributed, models, parallel, propagation, training
+from initjax import (batch_training, distributed, initializers, parallel, propagation,
+                     training)
 from initjax.sweep import summary as summary_lib
-from initjax.sweep.config import SweepConfig
+from initjax.sweep.config import SweepConfig, fan_in_variance
 from initjax.sweep.grid import GridPoint, point_keys, stable_int
 
-CSV_COLUMNS = ("point_id", "init", "depth", "width", "activation", "optimizer", "learning_rate",
-               "seed", "step", "metric", "layer", "value")
+CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "optimizer",
+               "learning_rate", "seed", "step", "metric", "layer", "value")
+
+
+def registered_init(init: str) -> tuple[str, float]:
+  """(registered initializer, variance multiplier) for an init of the sweep: "sigma2_w=v" is
+  LeCun's plain normal (variance 1 / fan_in) times v; a registered name is itself times 1."""
+  value = fan_in_variance(init)
+  return (init, 1.0) if value is None else ("lecun_normal", value)
+
+
+def weight_initializer(init: str):
+  """`init(key, shape, dtype)` for an init of the sweep (a registered name or "sigma2_w=v")."""
+  value = fan_in_variance(init)
+  if value is None:
+    return initializers.get_initializer(init)
+  return initializers.variance_scaling(value, "fan_in", "normal")
 
 
 @dataclasses.dataclass
@@ -48,43 +65,62 @@ def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.Train
 
 
 def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_seeds: int,
-                   seed: int) -> dict[str, float]:
+                   seed: int, bias_variance: float = 0.0,
+                   options: architectures.ArchOptions = architectures.ArchOptions()
+                   ) -> dict[str, float]:
   """Signal propagation at initialization of a grid point's network, from `initjax.propagation`.
 
   The book's setting (standard-normal inputs of the data's dimension, least-squares loss with
   y = 0, 100 inputs per network) over `num_seeds` random networks: the change of log10 variance
   per layer, forward (Var[h_k]) and backward (Var[dl/dh_k], towards the input), measured (median
-  over the networks) and predicted by `initjax.theory`. Negative backward = vanishing gradients.
+  over the networks) and predicted by `initjax.theory` (for the MLP, exact in log space; for the
+  other architectures, `propagation.measure_architecture`). Negative backward = vanishing
+  gradients. Networks of one shape compile one program, whatever their initializers.
   """
-  return dict(_signal_at_init(point.init, point.width, point.depth, point.activation,
-                              input_dim, output_dim, num_seeds, seed))
+  return dict(_signal_at_init(point.arch, point.init, point.width, point.depth,
+                              point.activation, input_dim, output_dim, num_seeds, seed,
+                              float(bias_variance), options))
 
 
 @functools.lru_cache(maxsize=256)
-def _signal_at_init(init: str, width: int, depth: int, activation: str, input_dim: int,
-                    output_dim: int, num_seeds: int, seed: int) -> tuple:
-  spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
-                                 output_dim=output_dim, activation=activation, batch_size=100)
+def _signal_at_init(arch: str, init: str, width: int, depth: int, activation: str,
+                    input_dim: int, output_dim: int, num_seeds: int, seed: int,
+                    bias_variance: float, options: architectures.ArchOptions) -> tuple:
   key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
-  out = propagation.measure(key, spec, weight_init=init, num_seeds=num_seeds)
-  pred = propagation.theory_for(spec, init, 1.0)
-  slopes = propagation.layer_slopes(depth, {q: v[0] for q, v in out.items()}, pred.as_dict())
+  name, scale = registered_init(init)
+  if arch == "mlp":
+    spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
+                                   output_dim=output_dim, activation=activation,
+                                   bias_variance=bias_variance, batch_size=100)
+    out = propagation.measure(key, spec, weight_init=name, scales=(scale,), num_seeds=num_seeds)
+    pred = propagation.theory_for(spec, name, scale).as_dict()
+  else:
+    shape = dict(input_shape=(input_dim,), width=width, depth=depth, output_dim=output_dim)
+    out = propagation.measure_architecture(
+        key, arch, activation=activation, options=options, batch_size=100,
+        bias_variance=bias_variance, weight_init=name, scales=(scale,), num_seeds=num_seeds,
+        **shape)
+    pred = architectures.predict_for_init(architectures.get(arch), name, scale=scale,
+                                          sigma2_b=bias_variance, activation=activation,
+                                          options=options, **shape)
+  slopes = propagation.layer_slopes(depth, {q: v[0] for q, v in out.items()}, pred)
   return tuple(sorted(slopes.items()))
 
 
 def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[str, np.ndarray],
                eval_at: np.ndarray, stats_at: np.ndarray, config: SweepConfig) -> list[dict]:
   """Tidy rows: train_loss every log_every steps (and the last step), test metrics, per-layer
-  statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df), and per-seed
-  summaries (step empty; steps_to_threshold empty = never)."""
+  statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df; the architecture's
+  `Model.layer_index` says where each starts), and per-seed summaries (step empty;
+  steps_to_threshold empty = never)."""
   base = {"point_id": point.point_id, **dataclasses.asdict(point)}
   steps = config.steps
   log_at = sorted(set(range(0, steps + 1, config.log_every)) | {steps})
   rows = []
   n = records["train_loss"].shape[0]
-  depth = point.depth
-  layers = {"var_h": range(1, depth + 1), "var_dl_dh": range(1, depth + 1),
-            "var_dl_df": range(0, depth)}
+  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  layers = {name: range(first, first + records[name].shape[-1])
+            for name, first in model.layer_index if name in records}
   for s in range(n):
     seed_base = {**base, "seed": s}
     for step in log_at:
@@ -117,7 +153,8 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
                                         data["num_classes"])
   signal = signal_at_init(point, input_dim=int(data["x_train"].shape[1]),
                           output_dim=data["output_dim"], num_seeds=config.num_seeds,
-                          seed=config.seed)
+                          seed=config.seed, bias_variance=config.bias_variance,
+                          options=config.arch_options())
   return PointResult(point=point, records=records, eval_steps=eval_at, stats_steps=stats_at,
                      rows=point_rows(point, records, per_seed, eval_at, stats_at, config),
                      summary={**summary_lib.point_summary(point, per_seed),
@@ -141,22 +178,26 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     checkpoint: saves the group's training state between segments (`initjax.checkpoints`).
   """
   if len({p.group_key for p in points}) != 1:
-    raise ValueError("run_group needs points with one depth, width, activation and optimizer")
+    raise ValueError("run_group needs points with one arch, depth, width, activation and "
+                     "optimizer")
   first = points[0]
+  arch, options = architectures.get(first.arch), config.arch_options()
   spec = train_spec(config, first.optimizer, data["task"])
-  input_dim = int(data["x_train"].shape[1])
+  bias_init = (initializers.normal(config.bias_variance) if config.bias_variance > 0 else None)
   params, data_keys, lrs = [], [], []
   for p in points:
     distributed.check_interrupted()
     init_keys, keys = point_keys(key, p, config.num_seeds)
-    params.append(training.init_networks(init_keys, p.init, input_dim=input_dim, width=p.width,
-                                         depth=p.depth, output_dim=data["output_dim"]))
+    params.append(architectures.init_networks(
+        arch, init_keys, weight_initializer(p.init), input_shape=data["x_train"].shape[1:],
+        width=p.width, depth=p.depth, output_dim=data["output_dim"], bias_init=bias_init,
+        options=options))
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
   out = batch_training.run_networks(
-      models.mlp(first.activation), params_B, jnp.concatenate(data_keys), jnp.concatenate(lrs),
-      data_lib.device_arrays(data), spec, devices=devices,
+      arch.model(first.activation, options), params_B, jnp.concatenate(data_keys),
+      jnp.concatenate(lrs), data_lib.device_arrays(data), spec, devices=devices,
       block=block or config.num_seeds, checkpoint=checkpoint)
   n = config.num_seeds
   return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
@@ -168,8 +209,12 @@ def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -
   """A generous estimate of the device memory one network needs while training (float32):
   parameters, gradients, optimizer state and update; a step's activations and their gradients;
   the per-layer statistics; the test-set evaluation; the epoch permutation; the records; x2."""
-  d_in, out, w, k = int(data["x_train"].shape[1]), int(data["output_dim"]), point.width, point.depth
-  n_params = d_in * w + w + (k - 1) * (w * w + w) + w * out + out
+  input_shape = tuple(int(d) for d in data["x_train"].shape[1:])
+  out, k = int(data["output_dim"]), point.depth
+  n_params = architectures.parameter_count(architectures.get(point.arch), input_shape,
+                                           point.width, k, out, config.arch_options())
+  # Units of one layer's output per example: the CNN keeps the sequence length.
+  w = point.width * (input_shape[0] if point.arch == "cnn" else 1)
   n_train, n_test = int(data["x_train"].shape[0]), int(data["x_test"].shape[0])
   n_stats = len(range(0, config.steps + 1, config.stats_every)) + 1
   floats = (6 * n_params + 4 * config.batch_size * w * k + 6 * config.stats_batch_size * w * k

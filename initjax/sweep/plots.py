@@ -14,7 +14,8 @@ def _panels(results: dict[str, PointResult]) -> dict[tuple, list[PointResult]]:
   panels: dict[tuple, list[PointResult]] = {}
   for r in results.values():
     p = r.point
-    panels.setdefault((p.depth, p.width, p.activation, p.optimizer, p.learning_rate), []).append(r)
+    panels.setdefault((p.arch, p.depth, p.width, p.activation, p.optimizer, p.learning_rate),
+                      []).append(r)
   return panels
 
 
@@ -30,8 +31,9 @@ def _grid(n: int):
 
 
 def _label(ax, key: tuple, xlabel: str, ylabel: str) -> None:
-  depth, width, activation, optimizer, lr = key
-  ax.set_title(f"depth {depth}, width {width}, {activation}\n{optimizer} lr {lr:g}", fontsize=9)
+  arch, depth, width, activation, optimizer, lr = key
+  ax.set_title(f"{arch}, depth {depth}, width {width}, {activation}\n{optimizer} lr {lr:g}",
+               fontsize=9)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=7)
@@ -70,7 +72,7 @@ def gradient_variance(results: dict[str, PointResult]):
   for ax, (key, rs) in zip(axes, panels.items()):
     for r in rs:
       v_SxTxK = r.records["var_dl_dh"]
-      layers = np.arange(1, v_SxTxK.shape[-1] + 1)
+      layers = np.arange(v_SxTxK.shape[-1]) + (0 if r.point.arch == "resmlp" else 1)
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         start, end = np.nanmedian(v_SxTxK[:, 0], axis=0), np.nanmedian(v_SxTxK[:, -1], axis=0)

@@ -112,6 +112,7 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
   loss threshold, seeds stalled and diverged."""
   header = ("init", "depth", "width", "activation", "optimizer", "lr", "final loss",
             "test acc", "steps to thr", "stalled", "diverged")
+  with_arch = any(row.get("arch", "mlp") != "mlp" for row in table)
   lines = []
   for row in table:
     acc = ("-" if "test_accuracy_mean" not in row else
@@ -123,6 +124,10 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
                   "never" if reach is None else f"{reach:.0f}",
                   f"{row['num_stalled']}/{row['num_seeds']}",
                   f"{row['num_diverged']}/{row['num_seeds']}"))
+    if with_arch:
+      lines[-1] = (row.get("arch", "mlp"),) + lines[-1]
+  if with_arch:
+    header = ("arch",) + header
   widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
             for i, h in enumerate(header)]
   fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -147,7 +152,10 @@ def definitions(loss_threshold: float, stats_batch_size: int) -> dict[str, str]:
       "var_h, var_dl_dh, var_dl_df": "variance pooled over units and examples of h_k (layer "
                                      "k=1..K), dl/dh_k (k=1..K), dl/df_k (k=0..K-1), on the first "
                                      f"{stats_batch_size} training examples, loss = mean "
-                                     "over them",
+                                     "over them; resmlp: of the block outputs h_k and dl/dh_k, "
+                                     "k=0..K; cnn: also over positions and channels, with "
+                                     "var_f (f_k, k=0..K-1) and Brock et al.'s channel_sq_mean "
+                                     "and channel_var of h_k",
       "signal_at_init": "from initjax.propagation over num_seeds random networks of the grid "
                         "point's shape and initializer, in the book's setting (standard-normal "
                         "inputs, least squares with y = 0): change of log10 variance per layer, "
