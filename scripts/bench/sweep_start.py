@@ -1,13 +1,12 @@
 """Cold vs warm start of `python -m experiments.sweep` with JAX's persistent compilation cache.
 
-The sweep runs twice, in subprocesses, with the same fresh, empty cache directory: the first run
-(cold) compiles every program and fills the cache, the second (warm) reads it. The directory is
-handed over with the environment variable JAX_COMPILATION_CACHE_DIR and, when the sweep has the
-flag, with --compilation_cache_dir as well (a default cache directory of the sweep would
-otherwise take precedence over the variable). Each run writes into its own fresh output
-directory (a rerun into the same one would skip the finished grid points). The MNIST-1D cache is
-filled before either run, so both read the data from disk. Times are wall-clock times of the
-whole command, Python start-up and imports included: what a user waits for.
+The sweep runs twice, in subprocesses, both with --compilation_cache_dir naming the same fresh,
+empty directory: the first run (cold) compiles every program and fills the cache, the second
+(warm) loads them from it (the sweep caches every program, however quick to compile). Each run
+writes into its own fresh output directory (a rerun into the same one would skip the finished
+grid points). The MNIST-1D cache is filled before either run, so both read the data from disk.
+Times are wall-clock times of the whole command, Python start-up and imports included: what a
+user waits for.
 """
 from __future__ import annotations
 
@@ -21,13 +20,6 @@ from typing import Callable
 from bench.paths import REPO
 
 
-def sweep_has_cache_flag() -> bool:
-  """Whether `experiments.sweep` defines --compilation_cache_dir."""
-  import experiments.sweep  # pylint: disable=import-outside-toplevel,unused-import
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  return "compilation_cache_dir" in flags.FLAGS
-
-
 def _cache_size(path: str) -> tuple[int, int]:
   entries, size = 0, 0
   for root, _, files in os.walk(path):
@@ -37,12 +29,12 @@ def _cache_size(path: str) -> tuple[int, int]:
   return entries, size
 
 
-def _run_sweep(flags: list[str], env: dict, timeout: float) -> tuple[float, str | None]:
+def _run_sweep(flags: list[str], timeout: float) -> tuple[float, str | None]:
   cmd = [sys.executable, "-m", "experiments.sweep", *flags]
   start = time.perf_counter()
   try:
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          check=False)
   except subprocess.TimeoutExpired:
     return time.perf_counter() - start, f"timed out after {timeout:.0f} s: {' '.join(cmd)}"
   elapsed = time.perf_counter() - start
@@ -55,20 +47,14 @@ def run(cfg: dict, log: Callable[[str], None]) -> dict:
   from initjax import data  # pylint: disable=import-outside-toplevel
   s = cfg["sweep"]
   data.load_mnist1d()                        # the data cache, filled before either run
-  out: dict = {"flags": list(s["flags"]) or "(none: the default sweep)",
-               "cache_flag_passed": sweep_has_cache_flag(),
-               "min_compile_time_secs": os.environ.get(
-                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "(JAX default)")}
+  out: dict = {"flags": list(s["flags"]) or "(none: the default sweep)"}
   with tempfile.TemporaryDirectory(prefix="initjax-bench-sweep-") as tmp:
     cache = os.path.join(tmp, "jax_cache")
-    os.makedirs(cache)
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
     for label in ("cold", "warm"):
-      flags = [f"--output_dir={os.path.join(tmp, label)}", *s["flags"]]
-      if out["cache_flag_passed"]:
-        flags.append(f"--compilation_cache_dir={cache}")
-      log(f"sweep start, {label}: python -m experiments.sweep {' '.join(flags[1:])}")
-      elapsed, error = _run_sweep(flags, env, s["timeout_s"])
+      flags = [f"--output_dir={os.path.join(tmp, label)}", f"--compilation_cache_dir={cache}",
+               *s["flags"]]
+      log(f"sweep start, {label}: python -m experiments.sweep {' '.join(flags[2:])}")
+      elapsed, error = _run_sweep(flags, s["timeout_s"])
       if error:
         out["error"] = f"{label} run: {error}"
         return out
