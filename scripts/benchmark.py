@@ -7,9 +7,12 @@
     python scripts/benchmark.py --output=path/to/benchmark.json --skip=sweep_start,memory
 
 PyTorch rows need the optional extra (`pip install -e ".[bench]"`); without it they are skipped
-with a note and their ratios are None. Prints a table and writes JSON (default
-./benchmark.json): the machine and its load, the versions, the sizes, every figure (median, min
-and all repeats of every timing, warm-up separately), `ratios` and `targets` (met/missed).
+with a note and their ratios are None; INITJAX_BENCH_NO_TORCH=1 runs as if it were not installed
+(`import torch` fails in the benchmark's processes; tests/test_benchmark.py uses it).
+
+Prints a table and writes JSON (default ./benchmark.json): the machine and its load, the
+versions, the sizes, every figure (median, min and all repeats of every timing, warm-up
+separately), `ratios` and `targets` (met/missed).
 
 Sections (`scripts/bench/`, one module each):
   matmul        the dense float32 matmul ceiling, before and after propagation
@@ -44,7 +47,8 @@ for _path in (REPO, SCRIPTS):
 # Child processes share an accelerator with this one: no process may take most of its memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from bench import children, machine, modes, report, table  # pylint: disable=wrong-import-position
+# pylint: disable-next=wrong-import-position
+from bench import children, machine, modes, report, table, torch_peers
 
 ORDER = ("matmul", "propagation", "training", "cnn", "compile", "memory", "sweep_start")
 CHILD_TIMEOUT_S = 3600.0
@@ -124,6 +128,7 @@ def run_sections(mode: str, cfg: dict, skip: set, log: Callable[[str], None]) ->
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  torch_peers.hide_if_asked()
   mode = "tiny" if args.tiny else "quick" if args.quick else "full"
   # pylint: disable=protected-access
   if args._child:
@@ -137,7 +142,8 @@ def main(argv=None) -> int:
   children.setup_jax()
   res: dict[str, Any] = {"mode": mode, "machine": machine.machine_info(),
                          "versions": machine.versions(REPO), "accelerator": machine.accelerator(),
-                         "config": cfg, "flop_convention": FLOP_CONVENTION, "method": METHOD}
+                         "config": cfg, "flop_convention": FLOP_CONVENTION, "method": METHOD,
+                         "torch": torch_peers.missing() or "measured"}
   res.update(run_sections(mode, cfg, {s for s in args.skip.split(",") if s}, log))
   res["machine"]["load_average_at_end"] = machine.load_average()
   res["ratios"] = report.compute_ratios(res)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from bench import torch_peers
 from bench.threads import usable_cores
 
 
@@ -58,6 +59,8 @@ def versions(repo: str) -> dict:
       out[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       out[name] = None
+  if torch_peers.hidden():
+    out["torch"] = None
   out["initjax_commit"] = _git(repo, "rev-parse", "--short", "HEAD") or None
   status = _git(repo, "status", "--porcelain", "--untracked-files=no")
   out["initjax_uncommitted_changes"] = None if status is None else bool(status)

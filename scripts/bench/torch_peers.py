@@ -19,6 +19,8 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import multiprocessing
+import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,11 +28,29 @@ import numpy as np
 from bench.workload import Workload
 
 
+# Set (to anything but "" or "0") to run as if PyTorch were not installed: `hide_if_asked` makes
+# `import torch` fail in the benchmark's processes (its children inherit the variable).
+NO_TORCH_ENV = "INITJAX_BENCH_NO_TORCH"
+
+
+def hidden() -> bool:
+  return os.environ.get(NO_TORCH_ENV, "") not in ("", "0")
+
+
+def hide_if_asked() -> None:
+  """With $INITJAX_BENCH_NO_TORCH set, `import torch` raises ImportError in this process, as it
+  does where PyTorch is not installed (call before anything imports it)."""
+  if hidden():
+    sys.modules["torch"] = None  # type: ignore[assignment]
+
+
 def missing() -> str | None:
   """None if PyTorch can be imported, else why its rows are skipped."""
   try:
     import torch  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
+    if hidden():
+      return f"skipped: ${NO_TORCH_ENV} is set (run as if torch were not installed)"
     return "skipped: torch is not installed (pip install -e '.[bench]')"
   return None
 
