@@ -53,6 +53,8 @@ def versions(repo: str) -> dict:
   out = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
          "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
          "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+         "jax_disable_most_optimizations": jax.config.values.get(
+             "jax_disable_most_optimizations"),
          "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
   for name in ("optax", "torch"):
     try:

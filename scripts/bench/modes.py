@@ -1,7 +1,9 @@
 """The sizes of the three modes: full (about 15 min on 2 CPU cores), --quick (under 5 min) and
 --tiny (seconds, for tests: every code path runs, the figures mean nothing).
 
-One dict per section. The training and CNN workloads share `data` (MNIST-1D-shaped: 4000 x 40
+One dict per section, and `max_threads`: the most threads a NumPy or PyTorch baseline is tried
+with (None: one per core; 1 in --tiny, whose concurrent sections would make spinning threads
+the slowest part of a test). The training and CNN workloads share `data` (MNIST-1D-shaped: 4000 x 40
 training inputs, 10 classes, drawn with NumPy; a test set of one minibatch, which only initjax
 evaluates, at steps 0 and T).
 """
@@ -20,6 +22,7 @@ _DATA = dict(n_train=4000, n_test=100, input_dim=40, classes=10)
 
 MODES: dict[str, dict[str, Any]] = {
     "full": dict(
+        max_threads=None,
         matmul=dict(n=2048, n_accelerator=8192, repeats=15),
         propagation=dict(depth=50, width=100, input_dim=100, batch_sizes=(100, 1000),
                          seeds={100: 256, 1000: 32}, loop_seeds={100: 16, 1000: 4}, repeats=7),
@@ -32,6 +35,7 @@ MODES: dict[str, dict[str, Any]] = {
         memory=dict(num_seeds=10000, batch_size=100),
         sweep=dict(flags=[], timeout_s=1800)),
     "quick": dict(
+        max_threads=None,
         matmul=dict(n=2048, n_accelerator=8192, repeats=10),
         propagation=dict(depth=50, width=100, input_dim=100, batch_sizes=(100, 1000),
                          seeds={100: 64, 1000: 8}, loop_seeds={100: 6, 1000: 2}, repeats=5),
@@ -47,6 +51,7 @@ MODES: dict[str, dict[str, Any]] = {
     # the first (compilation is most of a tiny run's time), and no PyTorch worker processes are
     # started (tests/test_benchmark.py checks those on their own).
     "tiny": dict(
+        max_threads=1,
         matmul=dict(n=128, n_accelerator=256, repeats=3),
         propagation=dict(depth=4, width=16, input_dim=16, batch_sizes=(8,), seeds={8: 8},
                          loop_seeds={8: 2}, repeats=2),
@@ -56,7 +61,7 @@ MODES: dict[str, dict[str, Any]] = {
         cnn=dict(depth=2, channels=4, kernel_size=3, padding="circular", batch=8, networks=2,
                  steps=4, repeats=1, learning_rate=0.01, torch_processes=False),
         compile=dict(depths=(2, 8), batch=8, repeats=1),
-        memory=dict(num_seeds=10000, batch_size=8),
+        memory=dict(num_seeds=1000, batch_size=8),
         sweep=dict(flags=SWEEP_TINY, timeout_s=600)),
 }
 

@@ -37,7 +37,8 @@ def _numpy_loop(seeds: int, n: int, p: dict, dtype, modern: bool) -> Callable[[]
   return run
 
 
-def contenders(p: dict, n: int) -> dict[str, tuple[Callable[[], Any], int]]:
+def contenders(p: dict, n: int, max_threads: int | None = None
+               ) -> dict[str, tuple[Callable[[], Any], int]]:
   """name -> (callable, networks per call) at N = n inputs per network."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -55,7 +56,7 @@ def contenders(p: dict, n: int) -> dict[str, tuple[Callable[[], Any], int]]:
   def jit_loop(fn):
     return lambda: [jax.device_get(fn(loop_keys[s])) for s in range(loop_seeds)]
 
-  cores = threads.usable_cores()
+  counts = threads.thread_counts(max_threads)
   out = {
       "initjax.measure": (lambda: propagation.measure(key, spec, weight_init="he_normal",
                                                       num_seeds=seeds), seeds),
@@ -68,12 +69,12 @@ def contenders(p: dict, n: int) -> dict[str, tuple[Callable[[], Any], int]]:
       "jax.jit per seed (jax.grad)": (jit_loop(jit_grad), loop_seeds),
       "jax.jit per seed (network_statistics)": (jit_loop(net_stats), loop_seeds),
   }
-  if cores > 1:
-    out[f"numpy loop float32 (notebook, {threads.thread_label(cores)})"] = (
-        threads.with_threads(cores, _numpy_loop(loop_seeds, n, p, np.float32, False)),
+  if counts[-1] > 1:
+    out[f"numpy loop float32 (notebook, {threads.thread_label(counts[-1])})"] = (
+        threads.with_threads(counts[-1], _numpy_loop(loop_seeds, n, p, np.float32, False)),
         loop_seeds)
   if torch_peers.missing() is None:
-    for k in threads.thread_counts():
+    for k in counts:
       out[f"torch loop (autograd, {threads.thread_label(k)})"] = (
           threads.with_threads(k, lambda: baselines.torch_loop(loop_seeds, n, d_in, width,
                                                                depth)), loop_seeds)
@@ -88,7 +89,7 @@ def run(cfg: dict, log: Callable[[str], None]) -> dict:
     spec = propagation.NetworkSpec(input_dim=p["input_dim"], width=p["width"], depth=p["depth"],
                                    batch_size=n)
     flops = baselines.propagation_flops(n, p["input_dim"], p["width"], p["depth"])
-    fns = contenders(p, n)
+    fns = contenders(p, n, cfg["max_threads"])
     log(f"propagation N={n}: {', '.join(fns)}")
     timings = timing.interleaved({k: v[0] for k, v in fns.items()}, p["repeats"],
                                  timing.thread_twin_budget())

@@ -23,9 +23,10 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def thread_counts() -> list[int]:
-  """The thread counts a baseline is tried with: 1 and the number of usable cores."""
-  return sorted({1, usable_cores()})
+def thread_counts(max_threads: int | None = None) -> list[int]:
+  """The thread counts a baseline is tried with: 1 and the number of usable cores (at most
+  `max_threads`)."""
+  return sorted({1, min(usable_cores(), max_threads or usable_cores())})
 
 
 def thread_label(n: int) -> str:

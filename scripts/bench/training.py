@@ -66,7 +66,8 @@ def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params) -> dict
 
 
 def torch_contenders(w: Workload, data: dict[str, np.ndarray], params,
-                     stack: contextlib.ExitStack, processes: bool = True) -> dict[str, Any]:
+                     stack: contextlib.ExitStack, processes: bool = True,
+                     max_threads: int | None = None) -> dict[str, Any]:
   """name -> (callable, details): the PyTorch loop and torch.func vmap at 1 thread and at one
   thread per core (on a GPU: once, on the GPU), and the loop with one process per core."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -78,7 +79,7 @@ def torch_contenders(w: Workload, data: dict[str, np.ndarray], params,
     out[f"torch loop ({device})"] = (run.loop, {"device": device})
     out[f"torch.func vmap ({device})"] = (run.vmap, {"device": device})
     return out
-  for n in threads.thread_counts():
+  for n in threads.thread_counts(max_threads):
     label = threads.thread_label(n)
     out[f"torch loop ({label})"] = (threads.with_threads(n, run.loop),
                                     {"device": device, "threads": n})
@@ -106,7 +107,7 @@ def _loss_summary(losses: np.ndarray | None) -> dict:
 
 
 def compare(w: Workload, data: dict[str, np.ndarray], section: dict,
-            log: Callable[[str], None]) -> dict[str, Any]:
+            log: Callable[[str], None], max_threads: int | None = None) -> dict[str, Any]:
   """Every contender on workload `w`: a warm-up call, then `section["repeats"]` interleaved
   rounds; one row each."""
   params = workload.initial_params(w)
@@ -121,7 +122,8 @@ def compare(w: Workload, data: dict[str, np.ndarray], section: dict,
 
   with contextlib.ExitStack() as stack:
     if note is None:
-      contenders.update(torch_contenders(w, data, params, stack, section["torch_processes"]))
+      contenders.update(torch_contenders(w, data, params, stack, section["torch_processes"],
+                                         max_threads))
     log(f"training {w.arch} width {w.width}: {', '.join(contenders)}")
     timings = timing.interleaved({k: keeping(k, fn) for k, (fn, _) in contenders.items()},
                                  section["repeats"], timing.thread_twin_budget())
@@ -139,11 +141,12 @@ def run_mlp(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
   """The MLP workload at every width slot of the mode (w100, w32)."""
   t, d = cfg["training"], cfg["data"]
   data = workload.make_data(**d)
-  return {slot: compare(workload.mlp_workload(t, d, width), data, t, log)
+  return {slot: compare(workload.mlp_workload(t, d, width), data, t, log, cfg["max_threads"])
           for slot, width in t["widths"].items()}
 
 
 def run_cnn(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
   """The 1-D CNN workload: its vmapped training must beat a per-seed loop and PyTorch."""
   c, d = cfg["cnn"], cfg["data"]
-  return compare(workload.cnn_workload(c, d), workload.make_data(**d), c, log)
+  return compare(workload.cnn_workload(c, d), workload.make_data(**d), c, log,
+                 cfg["max_threads"])
