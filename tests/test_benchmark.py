@@ -1,7 +1,13 @@
 """scripts/benchmark.py runs end to end (tiny sizes, in a subprocess) and writes valid JSON.
 
-The benchmark is not a timed test: nothing here asserts anything about speed.
+The benchmark is not a timed test: nothing here asserts anything about speed. PyTorch is an
+optional extra (`pip install -e ".[bench]"`): where it is importable its rows are measured and
+their ratios are numbers; where it is not, they are skipped with a note and their ratios are None.
+The benchmark honours INITJAX_BENCH_NO_TORCH=1 by making `import torch` fail in its processes, so
+`INITJAX_BENCH_NO_TORCH=1 python -m pytest tests/test_benchmark.py` runs this file as if torch
+were not installed; `test_without_torch` does that for a short run in any case.
 """
+import importlib.util
 import json
 import math
 import os
@@ -9,30 +15,101 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RATIO_KEYS = ("propagation_vs_numpy_loop", "propagation_vs_jit_loop",
-              "propagation_fraction_of_matmul_peak", "training_vs_sequential",
-              "compile_time_200_over_10_layers", "peak_rss_gb_10000_seeds")
+SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
+NO_TORCH = "INITJAX_BENCH_NO_TORCH"
+
+TORCH_RATIOS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
+                "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
+                "cnn_training_vs_torch_loop", "cnn_training_vs_torch_vmap",
+                "propagation_vs_torch_loop")
+RATIO_KEYS = TORCH_RATIOS + (
+    "propagation_vs_numpy_loop", "propagation_vs_jit_loop", "propagation_fraction_of_matmul_peak",
+    "training_fraction_of_matmul_peak", "training_vs_sequential", "cnn_training_vs_seed_loop",
+    "compile_time_200_over_10_layers", "compile_time_200_over_10_layers_training",
+    "peak_rss_gb_10000_seeds", "sweep_warm_over_cold")
+TARGET_KEYS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
+               "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
+               "training_fraction_of_matmul_peak", "cnn_training_vs_torch_loop",
+               "propagation_vs_numpy_loop", "propagation_vs_jit_loop",
+               "propagation_fraction_of_matmul_peak")
 
 
-def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
+def torch_expected() -> bool:
+  return (os.environ.get(NO_TORCH, "") in ("", "0")
+          and importlib.util.find_spec("torch") is not None)
+
+
+def run_benchmark(tmp_path, *flags, env=None):
   out = tmp_path / "bench.json"
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), "--tiny",
-                         f"--output={out}"], cwd=tmp_path, capture_output=True, text=True,
-                        timeout=600)
+  proc = subprocess.run([sys.executable, SCRIPT, "--tiny", f"--output={out}", *flags],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, **(env or {})))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Ratios" in proc.stdout
-  res = json.loads(out.read_text())
+  return json.loads(out.read_text())
+
+
+def check_ratios_and_targets(res, torch_measured: bool):
   for key in RATIO_KEYS:
     assert key in res["ratios"], key
     value = res["ratios"][key]
     assert value is None or (isinstance(value, float) and math.isfinite(value) and value > 0), (
         key, value)
+    if key in TORCH_RATIOS and not torch_measured:
+      assert value is None, key
+  for key in TARGET_KEYS:
+    target = res["targets"][key]
+    assert target["met"] in (True, False, None), (key, target)
+    assert (target["met"] is None) == (target["value"] is None), (key, target)
+  assert "training_vs_sequential" not in res["targets"]   # retired: information only
+
+
+def torch_rows(rows) -> list:
+  return [name for name in rows if name.startswith("torch")]
+
+
+def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
+  res = run_benchmark(tmp_path)
+  measured = torch_expected()
+  assert (res["torch"] == "measured") == measured, res["torch"]
+  check_ratios_and_targets(res, measured)
   for key in ("machine", "versions", "flop_convention", "matmul", "propagation", "training",
-              "compile", "memory"):
+              "cnn", "compile", "memory", "sweep_start"):
     assert key in res, key
-  assert "error" not in res["training"] and "error" not in res["memory"]
+    assert "error" not in res[key], res[key]["error"]
+  for rows in (res["training"]["w100"], res["training"]["w32"], res["cnn"],
+               res["propagation"]["8"]):
+    assert bool(torch_rows(rows)) == measured, list(rows)
+    assert (rows["_torch"] == "measured") == measured, rows["_torch"]
+  if measured:   # the loop and torch.func vmap, at 1 thread and one per core
+    assert {"torch loop (1 thread)", "torch.func vmap (1 thread)"} <= set(res["cnn"])
+  for name in ("initjax run_networks", "initjax train_networks (1 device)",
+               "initjax train_network_jit, network by network"):
+    row = res["cnn"][name]
+    assert row["network_steps_per_s"] > 0 and row["losses_finite"], (name, row)
   # Every timing reports its repeats and the median of them; compile time is separate.
   row = res["propagation"]["8"]["initjax.measure"]
   assert len(row["all_s"]) >= 1 and row["median_s"] > 0 and "first_call_s" in row
-  assert res["memory"]["num_seeds"] == 10000 and res["memory"]["all_finite"]
+  assert res["memory"]["num_seeds"] == res["config"]["memory"]["num_seeds"]
+  assert res["memory"]["all_finite"]
   assert set(res["compile"]["propagation"]) == {"2", "8"}
+  sweep = res["sweep_start"]
+  assert sweep["cold_s"] > 0 and sweep["warm_s"] > 0 and sweep["cache_entries_after_cold"] > 0
+
+
+def test_without_torch(tmp_path):
+  res = run_benchmark(tmp_path, "--skip=training,cnn,compile,memory,sweep_start",
+                      env={NO_TORCH: "1"})
+  assert res["torch"].startswith("skipped") and NO_TORCH in res["torch"], res["torch"]
+  assert res["versions"]["torch"] is None
+  check_ratios_and_targets(res, torch_measured=False)
+  rows = res["propagation"]["8"]
+  assert not torch_rows(rows) and rows["_torch"].startswith("skipped"), list(rows)
+  assert res["ratios"]["propagation_vs_numpy_loop"] is not None
+  assert res["targets"]["training_vs_torch_loop_w100"]["met"] is None
+
+
+def test_help():
+  proc = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0 and "--tiny" in proc.stdout, proc.stderr
