@@ -5,7 +5,8 @@ optional extra (`pip install -e ".[bench]"`): where it is importable its rows ar
 their ratios are numbers; where it is not, they are skipped with a note and their ratios are None.
 The benchmark honours INITJAX_BENCH_NO_TORCH=1 by making `import torch` fail in its processes, so
 `INITJAX_BENCH_NO_TORCH=1 python -m pytest tests/test_benchmark.py` runs this file as if torch
-were not installed; `test_without_torch` does that for a short run in any case.
+were not installed (as CI does, which installs only the test extra); `test_without_torch` checks
+that switch with a run of a few seconds in any case.
 """
 import importlib.util
 import json
@@ -98,14 +99,12 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
 
 
 def test_without_torch(tmp_path):
-  res = run_benchmark(tmp_path, "--skip=training,cnn,compile,memory,sweep_start",
+  res = run_benchmark(tmp_path, "--skip=propagation,training,cnn,compile,memory,sweep_start",
                       env={NO_TORCH: "1"})
   assert res["torch"].startswith("skipped") and NO_TORCH in res["torch"], res["torch"]
   assert res["versions"]["torch"] is None
   check_ratios_and_targets(res, torch_measured=False)
-  rows = res["propagation"]["8"]
-  assert not torch_rows(rows) and rows["_torch"].startswith("skipped"), list(rows)
-  assert res["ratios"]["propagation_vs_numpy_loop"] is not None
+  assert res["matmul"]["gflops"] > 0
   assert res["targets"]["training_vs_torch_loop_w100"]["met"] is None
 
 

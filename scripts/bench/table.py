@@ -23,7 +23,7 @@ def header(res: dict) -> None:
   m, v = res["machine"], res["versions"]
   print(f"\ninitjax benchmark ({res['mode']}): {m.get('cpu_model', '?')}, "
         f"{m.get('cpus_usable', m.get('cpu_count'))} cores, jax {v['jax']} "
-        f"({v['jax_backend']}), torch {v.get('torch') or 'not installed'}; load average "
+        f"({v['jax_backend']}), torch {v.get('torch') or res.get('torch')}; load average "
         f"{m.get('load_average_at_start')} at start, {m.get('load_average_at_end')} at end")
   mm = res.get("matmul", {})
   if mm.get("gflops"):
