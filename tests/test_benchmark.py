@@ -15,8 +15,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
+SCRIPTS = os.path.join(REPO, "scripts")
+SCRIPT = os.path.join(SCRIPTS, "benchmark.py")
 NO_TORCH = "INITJAX_BENCH_NO_TORCH"
 
 TORCH_RATIOS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
@@ -112,3 +116,41 @@ def test_help():
   proc = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 0 and "--tiny" in proc.stdout, proc.stderr
+
+
+def he_params(w, rng) -> dict:
+  """S networks of workload `w` in initjax's layouts, He weights and zero biases, with NumPy."""
+  def he(fan_in, *shape):
+    return (rng.standard_normal((w.networks,) + shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+  def zeros(*shape):
+    return np.zeros((w.networks,) + shape, np.float32)
+
+  k, d, s = w.width, w.depth, w.kernel_size
+  if w.arch == "mlp":   # Omega (out, in)
+    first, hidden = {"omega_0": he(w.length, k, w.length)}, {"omega_hidden": he(k, d - 1, k, k)}
+  else:                 # kernels (s, C_in, C_out)
+    first, hidden = {"kernel_0": he(s, s, 1, k)}, {"kernel_hidden": he(s * k, d - 1, s, k, k)}
+  fan_out = k if w.arch == "mlp" else w.length * k
+  return {**first, **hidden, "beta_0": zeros(k), "beta_hidden": zeros(d - 1, k),
+          "omega_out": he(fan_out, w.classes, fan_out), "beta_out": zeros(w.classes)}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_torch_peers_train_alike(arch):
+  """The PyTorch loop and torch.func vmap train the same networks from the same weights on the
+  same minibatches: the same losses."""
+  if not torch_expected():
+    pytest.skip("torch is not installed (or INITJAX_BENCH_NO_TORCH is set)")
+  sys.path.insert(0, SCRIPTS)
+  from bench import threads, torch_peers, workload  # pylint: disable=import-outside-toplevel
+  w = workload.Workload(arch, length=8, width=6, depth=3, classes=3, networks=2, steps=10,
+                        batch=8, learning_rate=0.05, kernel_size=3)
+  data = workload.make_data(n_train=32, n_test=8, input_dim=8, classes=3)
+  initial = torch_peers.state_dicts(w, he_params(w, np.random.default_rng(0)))
+  run = torch_peers.TorchRun(w, data, initial)
+  with threads.library_threads(1):   # several threads on tiny layers mostly spin
+    loop, vmap = run.loop(), run.vmap()
+  assert loop.shape == (2, 10) and np.isfinite(loop).all()
+  assert loop[:, -3:].mean() < loop[:, :3].mean()   # it learns
+  np.testing.assert_allclose(vmap, loop, rtol=1e-4, atol=1e-5)

@@ -20,36 +20,38 @@ SWEEP_TINY = ["--steps=10", "--num_seeds=1", "--depths=2", "--widths=8", "--init
 
 _DATA = dict(n_train=4000, n_test=100, input_dim=40, classes=10)
 
+FULL: dict[str, Any] = dict(
+    max_threads=None,
+    matmul=dict(n=2048, n_accelerator=8192, repeats=15),
+    propagation=dict(depth=50, width=100, input_dim=100, batch_sizes=(100, 1000),
+                     seeds={100: 256, 1000: 32}, loop_seeds={100: 16, 1000: 4}, repeats=7),
+    data=_DATA,
+    training=dict(depth=30, widths={"w100": 100, "w32": 32}, batch=100, networks=8,
+                  steps=200, repeats=3, learning_rate=0.01, torch_processes=True),
+    cnn=dict(depth=6, channels=32, kernel_size=5, padding="circular", batch=100, networks=8,
+             steps=20, repeats=3, learning_rate=0.01, torch_processes=True),
+    compile=dict(depths=(10, 50, 200), batch=100, repeats=3),
+    memory=dict(num_seeds=10000, batch_size=100),
+    sweep=dict(flags=[], timeout_s=1800))
+
+
+def _changed(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+  """`base` with some entries of some sections changed."""
+  return {name: {**value, **sections[name]} if name in sections else value
+          for name, value in base.items()}
+
+
 MODES: dict[str, dict[str, Any]] = {
-    "full": dict(
-        max_threads=None,
-        matmul=dict(n=2048, n_accelerator=8192, repeats=15),
-        propagation=dict(depth=50, width=100, input_dim=100, batch_sizes=(100, 1000),
-                         seeds={100: 256, 1000: 32}, loop_seeds={100: 16, 1000: 4}, repeats=7),
-        data=_DATA,
-        training=dict(depth=30, widths={"w100": 100, "w32": 32}, batch=100, networks=8,
-                      steps=200, repeats=3, learning_rate=0.01, torch_processes=True),
-        cnn=dict(depth=6, channels=32, kernel_size=5, padding="circular", batch=100, networks=8,
-                 steps=20, repeats=3, learning_rate=0.01, torch_processes=True),
-        compile=dict(depths=(10, 50, 200), batch=100, repeats=3),
-        memory=dict(num_seeds=10000, batch_size=100),
-        sweep=dict(flags=[], timeout_s=1800)),
-    "quick": dict(
-        max_threads=None,
-        matmul=dict(n=2048, n_accelerator=8192, repeats=10),
-        propagation=dict(depth=50, width=100, input_dim=100, batch_sizes=(100, 1000),
-                         seeds={100: 64, 1000: 8}, loop_seeds={100: 6, 1000: 2}, repeats=5),
-        data=_DATA,
-        training=dict(depth=30, widths={"w100": 100, "w32": 32}, batch=100, networks=8,
-                      steps=30, repeats=3, learning_rate=0.01, torch_processes=True),
-        cnn=dict(depth=6, channels=32, kernel_size=5, padding="circular", batch=100, networks=4,
-                 steps=20, repeats=2, learning_rate=0.01, torch_processes=True),
-        compile=dict(depths=(10, 50, 200), batch=100, repeats=1),
-        memory=dict(num_seeds=10000, batch_size=100),
+    "full": FULL,
+    "quick": _changed(
+        FULL, matmul=dict(repeats=10),
+        propagation=dict(seeds={100: 64, 1000: 8}, loop_seeds={100: 6, 1000: 2}, repeats=5),
+        training=dict(steps=30), cnn=dict(networks=4, repeats=2), compile=dict(repeats=1),
         sweep=dict(flags=SWEEP_QUICK, timeout_s=900)),
     # Tiny: both width slots use the same width, so the second reuses the compiled programs of
     # the first (compilation is most of a tiny run's time), and no PyTorch worker processes are
-    # started (tests/test_benchmark.py checks those on their own).
+    # started (their start-up would be most of it; tests/test_benchmark.py runs them on their
+    # own).
     "tiny": dict(
         max_threads=1,
         matmul=dict(n=128, n_accelerator=256, repeats=3),
