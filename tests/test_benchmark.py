@@ -86,8 +86,13 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
                res["propagation"]["8"]):
     assert bool(torch_rows(rows)) == measured, list(rows)
     assert (rows["_torch"] == "measured") == measured, rows["_torch"]
-  if measured:   # the loop and torch.func vmap, at 1 thread and one per core
-    assert {"torch loop (1 thread)", "torch.func vmap (1 thread)"} <= set(res["cnn"])
+  if measured:   # the loop and torch.func vmap (1 thread in --tiny) train like initjax
+    for rows in (res["training"]["w100"], res["cnn"]):
+      assert {"torch loop (1 thread)", "torch.func vmap (1 thread)"} <= set(rows)
+      ours = rows["initjax run_networks"]
+      for name in torch_rows(rows):
+        for key in ("loss_first_step", "loss_last_steps"):
+          assert math.isclose(rows[name][key], ours[key], rel_tol=1e-3), (name, key)
   for name in ("initjax run_networks", "initjax train_networks (1 device)",
                "initjax train_network_jit, network by network"):
     row = res["cnn"][name]
@@ -147,8 +152,10 @@ def test_torch_peers_train_alike(arch):
   w = workload.Workload(arch, length=8, width=6, depth=3, classes=3, networks=2, steps=10,
                         batch=8, learning_rate=0.05, kernel_size=3)
   data = workload.make_data(n_train=32, n_test=8, input_dim=8, classes=3)
-  initial = torch_peers.state_dicts(w, he_params(w, np.random.default_rng(0)))
-  run = torch_peers.TorchRun(w, data, initial)
+  rng = np.random.default_rng(0)
+  initial = torch_peers.state_dicts(w, he_params(w, rng))
+  orders = np.stack([[rng.permutation(32) for _ in range(3)] for _ in range(w.networks)])
+  run = torch_peers.TorchRun(w, data, initial, orders)
   with threads.library_threads(1):   # several threads on tiny layers mostly spin
     loop, vmap = run.loop(), run.vmap()
   assert loop.shape == (2, 10) and np.isfinite(loop).all()

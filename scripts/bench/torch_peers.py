@@ -10,9 +10,11 @@
   * `ProcessLoop`: the loop split over one process per core, one thread each (how a PyTorch
     user fills several cores with independent seeds); for information.
 
-Every contender starts from initjax's initial weights (converted to PyTorch's layouts), draws a
-new permutation of the training set every epoch for each network, records the minibatch loss of
-every step without synchronizing, and returns the (S, T) losses on the host.
+Every contender starts from initjax's initial weights (converted to PyTorch's layouts), visits
+the training examples in initjax's order (each network's epoch permutations, drawn by initjax
+beforehand and handed over as an (S, E, N) array: PyTorch indexes them, it does not draw them),
+records the minibatch loss of every step without synchronizing, and returns the (S, T) losses on
+the host: initjax's and every PyTorch contender's losses agree up to float rounding.
 """
 from __future__ import annotations
 
@@ -108,12 +110,15 @@ def state_dicts(w: Workload, params: dict[str, np.ndarray]) -> list[dict[str, np
 
 class TorchRun:
   """S PyTorch networks of workload `w` on `device`, ready to be trained from their initial
-  weights by `loop` or `vmap` (every call starts again from those weights)."""
+  weights by `loop` or `vmap` (every call starts again from those weights); `orders` (S, E, N):
+  the order in which network s visits the N training examples in epoch e."""
 
   def __init__(self, w: Workload, data: dict[str, np.ndarray],
-               initial: Sequence[dict[str, np.ndarray]], device: str = "cpu"):
+               initial: Sequence[dict[str, np.ndarray]], orders: np.ndarray,
+               device: str = "cpu"):
     import torch  # pylint: disable=import-outside-toplevel
     self.w, self.device = w, device
+    self.orders = torch.from_numpy(np.asarray(orders, np.int64)).to(device)
     x = data["x_train"][:, None, :] if w.arch == "cnn" else data["x_train"]   # (N, C_in, L)
     self.x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     self.y = torch.from_numpy(data["y_train"].astype(np.int64)).to(device)
@@ -125,34 +130,27 @@ class TorchRun:
     if device == "cuda":   # TF32 matmuls, as JAX's default precision does on such GPUs
       torch.set_float32_matmul_precision("high")
 
-  def _epoch_orders(self, seeds: Sequence[int]) -> list:
-    import torch  # pylint: disable=import-outside-toplevel
-    gens = [torch.Generator().manual_seed(1000 + s) for s in seeds]
-    n = self.x.shape[0]
-    return [lambda g=g: torch.randperm(n, generator=g).to(self.device) for g in gens]
-
-  def _slice(self, step: int) -> slice:
+  def _minibatch(self, step: int) -> tuple[int, slice]:
+    """(epoch, slice of its order) of minibatch `step`, as initjax's `training.minibatch`."""
     per_epoch = self.x.shape[0] // self.w.batch
     j = step % per_epoch
-    return slice(j * self.w.batch, (j + 1) * self.w.batch)
+    return step // per_epoch, slice(j * self.w.batch, (j + 1) * self.w.batch)
 
   def loop(self, seeds: Sequence[int] | None = None) -> np.ndarray:
     """The common script: for each seed, for each step: forward, backward, SGD step."""
     import torch  # pylint: disable=import-outside-toplevel
     import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
     seeds = range(len(self.modules)) if seeds is None else seeds
-    per_epoch = self.x.shape[0] // self.w.batch
     out = []
-    for s, new_order in zip(seeds, self._epoch_orders(seeds)):
+    for s in seeds:
       model = self.modules[s]
       model.load_state_dict(self.initial[s])
       opt = torch.optim.SGD(model.parameters(), lr=self.w.learning_rate,
                             momentum=self.w.momentum)
       losses = []
       for step in range(self.w.steps):
-        if step % per_epoch == 0:
-          perm = new_order()
-        idx = perm[self._slice(step)]
+        epoch, part = self._minibatch(step)
+        idx = self.orders[s, epoch, part]
         loss = F.cross_entropy(model(self.x[idx]), self.y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,13 +178,10 @@ class TorchRun:
       return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
 
     step_fn = vmap(grad_and_value(loss_fn))
-    orders = self._epoch_orders(range(len(self.modules)))
-    per_epoch = self.x.shape[0] // self.w.batch
     losses = []
     for step in range(self.w.steps):
-      if step % per_epoch == 0:
-        perms = torch.stack([order() for order in orders])            # (S, N)
-      idx = perms[:, self._slice(step)]                                 # (S, B)
+      epoch, part = self._minibatch(step)
+      idx = self.orders[:, epoch, part]                                  # (S, B)
       grads, loss = step_fn(params, buffers, self.x[idx], self.y[idx])
       with torch.no_grad():
         g_list = [grads[k] for k in names]
@@ -203,10 +198,10 @@ class TorchRun:
 _WORKER: dict[str, TorchRun] = {}
 
 
-def _worker_start(w: Workload, data: dict, initial: list) -> None:
+def _worker_start(w: Workload, data: dict, initial: list, orders: np.ndarray) -> None:
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(1)
-  _WORKER["run"] = TorchRun(w, data, initial)
+  _WORKER["run"] = TorchRun(w, data, initial, orders)
 
 
 def _worker_train(seeds: list[int]) -> np.ndarray:
@@ -217,12 +212,13 @@ class ProcessLoop:
   """`TorchRun.loop` over the seeds split into one share per process (1 thread each). The
   processes start (and import PyTorch) in the first call, which the harness counts as warm-up."""
 
-  def __init__(self, w: Workload, data: dict, initial: list, processes: int):
+  def __init__(self, w: Workload, data: dict, initial: list, orders: np.ndarray,
+               processes: int):
     self.shares = [list(map(int, a)) for a in np.array_split(np.arange(w.networks), processes)
                    if a.size]
     self.pool = concurrent.futures.ProcessPoolExecutor(
         len(self.shares), mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_start, initargs=(w, data, initial))
+        initializer=_worker_start, initargs=(w, data, initial, orders))
 
   def __call__(self) -> np.ndarray:
     return np.concatenate(list(self.pool.map(_worker_train, self.shares)))

@@ -13,9 +13,10 @@ One comparison per workload (`bench.workload`), all contenders in this one proce
   torch.func vmap (k threads)      PyTorch's model-ensembling recipe
   torch loop, one process per core the PyTorch loop over seeds split over processes (info)
 
-Every contender trains the same S networks from the same initial weights for T steps and returns
-the (S, T) minibatch losses; each row reports their first and final mean, which should agree
-between contenders (same work, same optimization). initjax's loop additionally evaluates the
+Every contender trains the same S networks from the same initial weights on the same
+minibatches (initjax's order) for T steps and returns the (S, T) minibatch losses; each row
+reports their first and final mean, which agree between contenders up to float rounding (same
+work, same optimization). initjax's loop additionally evaluates the
 test set and records per-layer statistics at steps 0 and T (its sparsest schedule) and computes
 the loss of step T: a few percent of extra work for initjax, counted against it.
 """
@@ -30,13 +31,13 @@ from bench import threads, timing, torch_peers, workload
 from bench.workload import Workload
 
 
-def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params) -> dict[str, Any]:
+def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params,
+                       keys) -> dict[str, Any]:
   """name -> (callable returning the (S, T) losses, details for the row)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from initjax import batch_training, parallel, training  # pylint: disable=import-outside-toplevel
   model, spec = workload.initjax_model(w), workload.train_spec(w)
-  keys = jax.random.split(jax.random.key(1), w.networks)
   lrs = jnp.full((w.networks,), w.learning_rate, jnp.float32)
   arrays = workload.jax_data(data, w)
   workers = parallel.workers()
@@ -65,7 +66,7 @@ def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params) -> dict
                                                             {"device": str(dev0)})}
 
 
-def torch_contenders(w: Workload, data: dict[str, np.ndarray], params,
+def torch_contenders(w: Workload, data: dict[str, np.ndarray], params, orders: np.ndarray,
                      stack: contextlib.ExitStack, processes: bool = True,
                      max_threads: int | None = None) -> dict[str, Any]:
   """name -> (callable, details): the PyTorch loop and torch.func vmap at 1 thread and at one
@@ -73,7 +74,7 @@ def torch_contenders(w: Workload, data: dict[str, np.ndarray], params,
   import jax  # pylint: disable=import-outside-toplevel
   device = torch_peers.device_name(jax.default_backend())
   initial = torch_peers.state_dicts(w, jax.tree.map(np.asarray, params))
-  run = torch_peers.TorchRun(w, data, initial, device)
+  run = torch_peers.TorchRun(w, data, initial, orders, device)
   out: dict[str, Any] = {}
   if device != "cpu":
     out[f"torch loop ({device})"] = (run.loop, {"device": device})
@@ -87,7 +88,7 @@ def torch_contenders(w: Workload, data: dict[str, np.ndarray], params,
                                          {"device": device, "threads": n})
   cores = threads.usable_cores()
   if processes and cores > 1:
-    pool = torch_peers.ProcessLoop(w, data, initial, cores)
+    pool = torch_peers.ProcessLoop(w, data, initial, orders, cores)
     stack.callback(pool.close)
     out["torch loop, one process per core"] = (pool, {"device": device, "processes": cores,
                                                       "threads": 1})
@@ -110,8 +111,8 @@ def compare(w: Workload, data: dict[str, np.ndarray], section: dict,
             log: Callable[[str], None], max_threads: int | None = None) -> dict[str, Any]:
   """Every contender on workload `w`: a warm-up call, then `section["repeats"]` interleaved
   rounds; one row each."""
-  params = workload.initial_params(w)
-  contenders = initjax_contenders(w, data, params)
+  params, keys = workload.initial_params(w), workload.data_keys(w)
+  contenders = initjax_contenders(w, data, params, keys)
   note = torch_peers.missing()
   last: dict[str, np.ndarray] = {}
 
@@ -122,8 +123,9 @@ def compare(w: Workload, data: dict[str, np.ndarray], section: dict,
 
   with contextlib.ExitStack() as stack:
     if note is None:
-      contenders.update(torch_contenders(w, data, params, stack, section["torch_processes"],
-                                         max_threads))
+      orders = workload.epoch_orders(w, keys, data["x_train"].shape[0])
+      contenders.update(torch_contenders(w, data, params, orders, stack,
+                                         section["torch_processes"], max_threads))
     log(f"training {w.arch} width {w.width}: {', '.join(contenders)}")
     timings = timing.interleaved({k: keeping(k, fn) for k, (fn, _) in contenders.items()},
                                  section["repeats"], timing.thread_twin_budget())

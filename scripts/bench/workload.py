@@ -8,7 +8,9 @@
     zero biases) by initjax; the PyTorch peers start from the very same weights;
   * optimizer: SGD with momentum 0.9 (optax's `sgd(lr, momentum=0.9)`, PyTorch's
     `SGD(lr, momentum=0.9)`: the same update), softmax cross-entropy, minibatches drawn from a
-    per-network permutation of the training set, a new one every epoch.
+    per-network permutation of the training set, a new one every epoch: initjax's, drawn from
+    each network's data key (`epoch_orders` hands them to PyTorch), so every contender sees the
+    same minibatches in the same order.
 
 This module imports neither JAX nor PyTorch at import time (PyTorch worker processes load it).
 """
@@ -105,6 +107,23 @@ def initial_params(w: Workload, seed: int = 0):
       key, input_shape=shape, width=w.width, depth=w.depth, output_dim=w.classes,
       weight_init="he_normal", options=_options(w))))
   return init(jax.random.split(jax.random.key(seed), w.networks))
+
+
+def data_keys(w: Workload, seed: int = 1):
+  """One data key per network: initjax draws its minibatch order from it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.random.split(jax.random.key(seed), w.networks)
+
+
+def epoch_orders(w: Workload, keys, n_train: int) -> np.ndarray:
+  """(S, E, N) int32: the order in which each network visits the training examples in every
+  epoch that its T steps reach (initjax's `training.epoch_permutation` of its data key)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from initjax import training  # pylint: disable=import-outside-toplevel
+  epochs = (w.steps - 1) // (n_train // w.batch) + 1
+  one = jax.vmap(lambda key, e: training.epoch_permutation(key, e, n_train), in_axes=(None, 0))
+  return np.asarray(jax.jit(jax.vmap(one, in_axes=(0, None)))(keys, jnp.arange(epochs)))
 
 
 STATS_EXAMPLES = 10
