@@ -65,10 +65,12 @@ METHOD = (
     "one process per comparison; one warm-up call per contender excluded (first_call_s, "
     "includes compilation); round-robin repeats; medians; ratios of medians. Training: every "
     "contender trains the same networks from the same initial weights on the same minibatches "
-    "(initjax's order) with the same optimizer and number of steps (the rows' losses agree); network-steps = networks x steps (updates); initjax "
-    "also evaluates the test set and records per-layer statistics at steps 0 and T "
-    "(eval_every = stats_every = steps). PyTorch rows: the best of 1 thread and one per core "
-    "enters the ratios. Targets were set for a 2-core CPU.")
+    "(initjax's order) with the same optimizer and number of steps (the rows' losses agree); "
+    "network-steps = networks x steps (updates); initjax also evaluates the test set and "
+    "records per-layer statistics at steps 0 and T (eval_every = stats_every = steps). PyTorch "
+    "rows: the best of 1 thread and one per core enters the ratios. Targets were set for a "
+    "2-core CPU. --tiny: sizes for tests, XLA optimizations off, 1-thread baselines; its figures "
+    "mean nothing.")
 
 
 def parse_args(argv):
