@@ -9,8 +9,10 @@ whose fingerprint (the group's settings, block size and device count) matches, a
 continues with the same segments, so its results equal those of an uninterrupted run.
 
 On disk: <directory>/segment_<chunk>/ (Orbax: arrays + a JSON of where the run is); Orbax
-writes to a temporary directory and renames it when complete. Older saves are deleted after a
-newer one is complete; `remove()` deletes the directory once the group's results are saved.
+writes to a temporary directory and renames it when complete. Orbax refuses arrays of size 0
+(e.g. the stacked hidden layers of a depth-1 MLP): they are saved as one element and their
+shapes kept in the JSON. Older saves are deleted after a newer one is complete; `remove()`
+deletes the directory once the group's results are saved.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import shutil
 import time
 from typing import Any, Callable
 
+import jax
+import numpy as np
 from absl import logging
 
 from initjax import distributed
@@ -96,6 +100,7 @@ class GroupCheckpoint:
         return None
       logging.info("resuming from checkpoint %s (round %d, step %d)", path, meta["round"],
                    meta["steps"])
+      arrays = _unpack_empty(arrays, meta.get("empty", {}))
       return {"round": int(meta["round"]), "chunk": int(meta["chunk"]),
               "state": list(arrays["state"]), "losses": arrays["losses"],
               "done": list(arrays.get("done") or [])}
@@ -111,8 +116,9 @@ class GroupCheckpoint:
     arrays = {"state": payload["state"], "losses": payload["losses"]}
     if payload["done"]:
       arrays["done"] = payload["done"]
+    arrays, empty = _pack_empty(arrays)
     meta = {"fingerprint": self.fingerprint, "round": payload["round"],
-            "chunk": payload["chunk"], "steps": steps}
+            "chunk": payload["chunk"], "steps": steps, "empty": empty}
     ocp.Checkpointer(ocp.CompositeCheckpointHandler()).save(
         path, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                       meta=ocp.args.JsonSave(meta)))
@@ -140,3 +146,24 @@ class GroupCheckpoint:
   def remove(self) -> None:
     """Deletes every save of this group (its results are saved elsewhere)."""
     shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _pack_empty(arrays: Any) -> tuple[Any, dict[str, list]]:
+  """`arrays` with every array of size 0 replaced by one zero (Orbax cannot save them), and
+  {tree path: [shape, dtype]} of those."""
+  empty = {}
+
+  def pack(path, a):
+    a = np.asarray(a)
+    if a.size:
+      return a
+    empty[jax.tree_util.keystr(path)] = [list(a.shape), a.dtype.str]
+    return np.zeros((1,), a.dtype)
+  return jax.tree_util.tree_map_with_path(pack, arrays), empty
+
+
+def _unpack_empty(arrays: Any, empty: dict[str, list]) -> Any:
+  """Undoes `_pack_empty` on restored arrays."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, a: (np.zeros(empty[k][0], np.dtype(empty[k][1]))
+                       if (k := jax.tree_util.keystr(path)) in empty else a), arrays)

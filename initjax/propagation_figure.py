@@ -339,12 +339,15 @@ def plot(config: FigureConfig, result: dict[str, Any]):
     ax.set_xlim(0, config.depth)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8, loc="upper left")
-  what = {"mlp": "MLP", "resmlp": f"residual MLP ({config.branch_scale} branch scale)",
+  alpha = {"one": "alpha = 1", "invsqrt": "alpha = 1/sqrt(depth)",
+           "skipinit": "alpha = 0 at initialization"}.get(config.branch_scale, config.branch_scale)
+  what = {"mlp": "MLP", "resmlp": f"residual MLP ({alpha})",
           "cnn": f"CNN (kernel {config.kernel_size}, {config.padding} padding)"}[config.arch]
   units = "channels" if config.arch == "cnn" else "units"
+  band = "; dotted thin: the theory's 5-95% band at this width" if config.arch == "mlp" else ""
   fig.suptitle(f"{what}, {config.activation}, depth {config.depth} x {config.width} {units}, "
-               f"{config.num_seeds} random networks per setting, {config.batch_size} inputs each "
-               "(median, 5-95% band; dashed: theory; dotted: theory's 5-95% band at this width)",
+               f"{config.num_seeds} random networks per setting, {config.batch_size} inputs each\n"
+               f"(thick: median over networks, band: their 5-95%; dashed: theory{band})",
                fontsize=9)
   fig.tight_layout()
   return fig

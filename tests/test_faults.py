@@ -5,7 +5,7 @@ merged, and recomputed to the same numbers as an undamaged run.
 
 The entry points run in subprocesses (as a user runs them) with one shared persistent JAX
 compilation cache, so each small program compiles once for the module. [SIGTERM/SIGKILL in the
-middle of a group, and 1 vs N devices, are tested in tests/test_scale.py.]
+middle of a group, and 1 vs N devices, are tested in tests/test_resume.py.]
 """
 import csv
 import dataclasses

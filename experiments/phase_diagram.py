@@ -1,0 +1,116 @@
+r"""The order-to-chaos phase diagram of trainability (Schoenholz et al. 2017, figure 5).
+
+    python -m experiments.phase_diagram --output_dir=out/phase_diagram
+    python -m experiments.phase_diagram --quick        # a coarser grid, a first look
+
+Trains MLPs of one activation (default tanh) with bias variance --sigma2_b (default 0.05) on
+MNIST-1D over a grid of --sigma2_w (per fan-in weight variances) x --depths, all sigma2_w values
+and seeds of a depth in one compiled, vmapped program, and writes results.csv (tidy: one row per
+sigma2_w x depth x seed x metric), summary.json (the accuracy table, xi_c from the mean-field
+theory, the trainable depth against xi_c) and phase_diagram.png into --output_dir. It is a sweep
+(`initjax.sweep`): resumable, checkpointed and splittable into tasks with the same flags as
+`experiments.sweep` (--task_index/--num_tasks, --checkpoint_every, ...); after a split, rerun
+the command without --task_index to draw the diagram from the finished points.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from experiments import cli, jobs
+
+FLAGS = flags.FLAGS
+_QUICK = {"sigma2_w": ["0.5", "1.0", "1.75", "2.5", "4.0"], "depths": ["4", "16", "48"],
+          "num_seeds": 2, "steps": 500}
+
+flags.DEFINE_list("sigma2_w", ["0.5", "1.0", "1.25", "1.5", "1.75", "2.0", "2.5", "3.0", "4.0"],
+                  "Weight variances per fan-in (sigma_w^2 = fan_in Var[W]).")
+flags.DEFINE_list("depths", ["2", "4", "8", "16", "32", "64"], "Numbers of hidden layers.")
+flags.DEFINE_float("sigma2_b", 0.05, "Bias variance sigma_b^2.")
+flags.DEFINE_string("activation", "tanh", "Activation (a registered name).")
+flags.DEFINE_integer("width", 64, "Hidden units per layer.")
+flags.DEFINE_integer("num_seeds", 4, "Networks per (sigma2_w, depth).")
+flags.DEFINE_integer("steps", 1000, "Training steps (minibatch 100).")
+flags.DEFINE_string("optimizer", "momentum", "Optimizer (initjax.optimizers).")
+flags.DEFINE_float("learning_rate", 0.01, "Learning rate.")
+flags.DEFINE_integer("seed", 0, "Root seed of every PRNG key.")
+flags.DEFINE_bool("quick", False, "A coarser grid (sigma2_w 0.5,1,1.75,2.5,4; depths 4,16,48; "
+                  "2 seeds; 500 steps), for a first look; flags given explicitly still win.")
+flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
+flags.DEFINE_string("output_dir", "out/phase_diagram", "Where results are written.")
+
+
+def _value(name: str):
+  """A flag's value, or its --quick default when --quick is on and the flag was not given."""
+  if FLAGS.quick and name in _QUICK and not FLAGS[name].present:
+    return _QUICK[name]
+  return getattr(FLAGS, name)
+
+
+def config_from_flags():
+  from initjax.phase_diagram import PhaseConfig  # pylint: disable=import-outside-toplevel
+  return PhaseConfig(
+      sigma2_w=tuple(cli.unique("sigma2_w", cli.parse_floats("sigma2_w", _value("sigma2_w"),
+                                                             positive=True))),
+      depths=tuple(cli.unique("depths", cli.parse_ints("depths", _value("depths")))),
+      sigma2_b=FLAGS.sigma2_b, activation=FLAGS.activation, width=FLAGS.width,
+      num_seeds=_value("num_seeds"), steps=_value("steps"), optimizer=FLAGS.optimizer,
+      learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
+
+
+def accuracy_table(summary: dict) -> str:
+  """Mean test accuracy as text: a row per depth, a column per sigma2_w, then xi_c."""
+  head = f"{'depth':>6} " + " ".join(f"{s:>6g}" for s in summary["sigma2_w"])
+  lines = [f"mean test accuracy (columns: sigma_w^2); trainable = at least "
+           f"{summary['trainable_threshold']:.3f}", head]
+  for depth, row in zip(summary["depths"], summary["mean_test_accuracy"]):
+    lines.append(f"{depth:>6} " + " ".join(f"{v:>6.3f}" if v is not None else f"{'-':>6}"
+                                           for v in row))
+  lines.append(f"{'xi_c':>6} " + " ".join(f"{v:>6.1f}" for v in summary["xi_c"]))
+  lines.append(f"{'6 xi_c':>6} " + " ".join(f"{v:>6.1f}" for v in summary["six_xi_c"]))
+  lines.append(f"{'train':>6} " + " ".join(f"{v:>6.0f}" for v in summary["trainable_depth"]))
+  ratio = summary["median_trainable_depth_over_xi_c"]
+  lines.append(f"critical sigma_w^2 = {summary['critical_sigma2_w']:.4f}; trainable depth / "
+               f"xi_c (median where the edge is inside the grid): "
+               f"{'n/a' if ratio is None else f'{ratio:.2f}'}")
+  return "\n".join(lines)
+
+
+def finish(config, output_dir: str) -> int:
+  """Reads the finished points and writes results.csv, summary.json, phase_diagram.png."""
+  from initjax import phase_diagram, results  # pylint: disable=import-outside-toplevel
+  from initjax.sweep import store  # pylint: disable=import-outside-toplevel
+  found, missing = store.load_results(output_dir, config.sweep_config())
+  if missing:
+    cli.print_report(output_dir, config.sweep_config())   # names the missing points
+    return 1
+  summary = phase_diagram.summary(config, found)
+  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
+                                                 "phase_diagram.png")]
+  try:
+    results.atomic_write_files({
+        paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
+                                    phase_diagram.RESULT_COLUMNS)[0],
+        paths[1]: results.json_bytes(summary),
+        paths[2]: results.figure_bytes(phase_diagram.plot(config, found), dpi=110)})
+  except OSError as e:
+    raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
+                     "changed") from None
+  print(accuracy_table(summary))
+  print("wrote " + ", ".join(paths))
+  return 0
+
+
+def main(argv):
+  del argv
+  config = config_from_flags()
+  status = jobs.run_sweep_job(
+      config.sweep_config(), FLAGS.output_dir, lambda output_dir: finish(config, output_dir),
+      "rerun this command without --task_index/--num_tasks to draw the diagram")
+  if status:
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+  cli.run(main)
