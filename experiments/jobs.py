@@ -27,7 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_devices", 0, "Local devices to spread the networks over (0: all; a "
                      "CPU's cores are used by one worker thread each).")
 flags.DEFINE_integer("seed_chunk", 0, "Networks each worker (device, or CPU core) trains per "
-                     "call (0: one grid point's seeds, fewer if they do not fit in memory).")
+                     "call (0: one per CPU core, the fastest there; on accelerators one grid "
+                     "point's seeds, fewer if they do not fit in memory).")
 flags.DEFINE_string("checkpoint_every", "10m", "Save each group's training state every N steps "
                     "(e.g. 200) or minutes (e.g. 10m), and always on SIGTERM/SIGINT; 0: only on "
                     "a signal.")

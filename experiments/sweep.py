@@ -21,8 +21,9 @@ Past one device:
     several tasks and Cloud TPU pods are detected without them);
   * every group's training state is checkpointed (--checkpoint_every, and on SIGTERM/SIGINT):
     a rerun resumes an interrupted group from its last checkpoint, with identical results;
-  * --seed_chunk sets the networks each worker trains per call (default: one grid point's
-    seeds, fewer if they do not fit in memory); results depend on it, not on --num_devices.
+  * --seed_chunk sets the networks each worker trains per call (default: one on a CPU core,
+    where vmapping networks gains nothing over running them one by one; on an accelerator one
+    grid point's seeds, fewer if they do not fit); results depend on it, not on --num_devices.
   * a grid whose largest network cannot fit in one device's memory is refused at once;
   * the run holds --output_dir (`initjax.lock`): another run into it is refused, naming that
     process, unless it is another task of the same split (same settings and --num_tasks);

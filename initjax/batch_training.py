@@ -119,14 +119,15 @@ def run_networks(model: Model, params_B: Any, data_keys_B: jax.Array,
     data: x_train, y_train, x_test, y_test arrays.
     spec: the static `TrainSpec`.
     devices: where to train (default: all local devices; a CPU's cores are its workers).
-    block: networks per worker per call (default: B spread evenly over the workers). Results
-      depend on it, never on the number of devices.
+    block: networks per worker per call (default `parallel.default_block`: one on CPU workers,
+      else B spread evenly over the workers). Results depend on it, never on the number of
+      devices.
     checkpoint: optional; saves and restores the state between segments.
   """
   work = parallel.workers(devices)
   lrs_B = jnp.asarray(learning_rates_B, jnp.float32)
   b = lrs_B.shape[0]
-  block = int(block or -(-b // len(work)))
+  block = int(block or parallel.default_block(b, work))
   padded, _ = parallel.pad_leading((params_B, data_keys_B, lrs_B), block)
   blocks = parallel.split_leading(padded, block)
   programs = _programs(model, spec, _structure(params_B, True), _structure(data, False))

@@ -63,6 +63,20 @@ def workers(devices: Sequence[Any] | None = None, threads: int | None = None) ->
   return devices
 
 
+def default_block(num_items: int, work: Sequence[Any]) -> int:
+  """Networks per worker and call when the caller does not choose: on CPU workers one, on
+  accelerators the items spread evenly over the workers (vmapped).
+
+  A CPU core runs one network's matmuls at least as fast as a vmapped block of them, so a CPU
+  gains from its cores (one worker each), not from batching. Measured with
+  `batch_training.run_networks` (8 networks, 2-core CPU, momentum SGD) against the block of 4:
+  +20% at width 100 (depth 30), +58% for the 6-layer CNN, -1% at width 32.
+  """
+  if work and all(d.platform == "cpu" for d in work):
+    return 1
+  return max(1, -(-int(num_items) // max(1, len(work))))
+
+
 # ------------------------------------------------------------------------------------------------
 # Memory.
 

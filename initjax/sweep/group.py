@@ -203,7 +203,8 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
   out = batch_training.run_networks(
       arch.model(first.activation, options), params_B, jnp.concatenate(data_keys),
       jnp.concatenate(lrs), data_lib.device_arrays(data), spec, devices=devices,
-      block=block or config.num_seeds, checkpoint=checkpoint)
+      block=block or group_block(points, config, data, devices or jax.local_devices()),
+      checkpoint=checkpoint)
   n = config.num_seeds
   num_devices = len(devices) if devices is not None else None
   return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
@@ -230,14 +231,15 @@ def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -
 
 def group_block(points: Sequence[GridPoint], config: SweepConfig, data: dict[str, Any],
                 devices: Sequence[Any], seed_chunk: int = 0) -> int:
-  """Networks per worker per call for a group: `seed_chunk` when given, else one grid point's
-  seeds, fewer if they do not fit in half of a device's available memory (shared by all the
-  workers of a CPU). It does not depend on the number of accelerators, so neither do the results
-  (on a CPU it could, but only when memory is short)."""
+  """Networks per worker per call for a group: `seed_chunk` when given; on CPU devices one
+  network (`parallel.default_block`: a core runs one network as fast as a vmapped block);
+  else one grid point's seeds, fewer if they do not fit in half of a device's available memory.
+  It does not depend on the number of devices, so neither do the results."""
   if seed_chunk:
     return seed_chunk
   device = devices[0]
-  sharing = len(parallel.workers(devices)) if device.platform == "cpu" else 1
-  per_network = network_bytes(points[0], config, data) * sharing
+  if device.platform == "cpu":
+    return parallel.default_block(config.num_seeds, devices)
+  per_network = network_bytes(points[0], config, data)
   fits = parallel.chunk_size(config.num_seeds, per_network, [device])
   return -(-config.num_seeds // -(-config.num_seeds // fits))  # equal blocks, each <= fits

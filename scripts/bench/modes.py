@@ -46,7 +46,7 @@ MODES: dict[str, dict[str, Any]] = {
     "quick": _changed(
         FULL, matmul=dict(repeats=10),
         propagation=dict(seeds={100: 64, 1000: 8}, loop_seeds={100: 6, 1000: 2}, repeats=5),
-        training=dict(steps=30), cnn=dict(networks=4, repeats=2), compile=dict(repeats=1),
+        training=dict(steps=100), cnn=dict(networks=4, repeats=2), compile=dict(repeats=1),
         sweep=dict(flags=SWEEP_QUICK, timeout_s=900)),
     # Tiny: both width slots use the same width, so the second reuses the compiled programs of
     # the first (compilation is most of a tiny run's time), and no PyTorch worker processes are
