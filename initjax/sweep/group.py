@@ -76,8 +76,8 @@ def signal_at_init(point: GridPoint, *, input_dim: int, output_dim: int, num_see
   over the networks) and predicted by `initjax.theory` (for the MLP, exact in log space; for the
   other architectures, `propagation.measure_architecture`). Negative backward = vanishing
   gradients. Networks of one shape compile one program, whatever their initializers. The
-  seeds are spread over the first `num_devices` local devices (default all); the numbers do not
-  depend on how many.
+  seeds are spread over the first `num_devices` local devices (default all). Their last digits
+  depend on that count (it sets the seed chunks), so the sweep always uses all local devices.
   """
   return dict(_signal_at_init(point.arch, point.init, point.width, point.depth,
                               point.activation, input_dim, output_dim, num_seeds, seed,
@@ -206,9 +206,10 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
       block=block or group_block(points, config, data, devices or jax.local_devices()),
       checkpoint=checkpoint)
   n = config.num_seeds
-  num_devices = len(devices) if devices is not None else None
+  # The signal at initialization is measured on every local device, whatever `devices`: its
+  # seed chunks (and so its last digits) depend on the device count, the point files must not.
   return {p.point_id: point_result(p, {k: v[i * n:(i + 1) * n] for k, v in out.items()}, config,
-                                   spec, data, num_devices)
+                                   spec, data)
           for i, p in enumerate(points)}
 
 
