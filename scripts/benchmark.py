@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Benchmarks of initjax against what researchers run instead, with the device's matmul ceiling.
 
-    python scripts/benchmark.py            # full run (about 15 min on 2 CPU cores)
-    python scripts/benchmark.py --quick    # under 5 min on 2 cores
+    python scripts/benchmark.py            # full run (longer than --quick; not timed yet)
+    python scripts/benchmark.py --quick    # about 5.5 min on 2 CPU cores
     python scripts/benchmark.py --tiny     # seconds: tiny sizes, for tests (figures meaningless)
     python scripts/benchmark.py --output=path/to/benchmark.json --skip=sweep_start,memory
 
@@ -75,7 +75,7 @@ METHOD = (
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="smaller run, under 5 min")
+  parser.add_argument("--quick", action="store_true", help="smaller run, about 5.5 min on 2 CPU cores")
   parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests)")
   parser.add_argument("--output", default="benchmark.json", help="JSON output path")
   parser.add_argument("--skip", default="", help=f"comma-separated sections: {','.join(ORDER)}")

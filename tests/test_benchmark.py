@@ -73,6 +73,7 @@ def torch_rows(rows) -> list:
   return [name for name in rows if name.startswith("torch")]
 
 
+@pytest.mark.slow  # about 35 s: every section, several processes
 def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
   res = run_benchmark(tmp_path)
   measured = torch_expected()

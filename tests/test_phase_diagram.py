@@ -66,6 +66,7 @@ def test_theory_columns_follow_depth_scales():
   assert list(th["phase"]) == ["ordered", "chaotic"]
 
 
+@pytest.mark.slow  # about 35 s: two CLI runs
 def test_tiny_phase_diagram_end_to_end(tmp_path):
   data_dir, out = tmp_path / "data", tmp_path / "pd"
   args = ["--sigma2_w=0.5,1.76,4", "--depths=2,6", "--width=8", "--num_seeds=2", "--steps=20",

@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
 
@@ -12,6 +14,7 @@ def _blocks(lang):
   return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
+@pytest.mark.slow  # about 30 s: every README example runs as a script
 def test_python_examples_run_as_written(tmp_path):
   blocks = _blocks("python")
   assert blocks, "the README has no python example"

@@ -32,6 +32,9 @@ import pytest
 
 from initjax import checkpoints
 
+# End-to-end sweeps in subprocesses (about 55 s): `python -m pytest -m slow` runs them.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One grid point (one group) of 4 seeds, one network per worker and call: on a CPU with 2 cores
 # (2 workers) that is 2 rounds of 2 blocks; 4 checkpointed segments of 50 steps per round.

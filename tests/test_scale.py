@@ -22,6 +22,9 @@ import pytest
 from initjax.sweep.group import CSV_COLUMNS
 from initjax.sweep.summary import format_summary_table
 
+# End-to-end sweeps in subprocesses (about 80 s): `python -m pytest -m slow` runs them.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 grid points (2 inits x 3 depths) in 3 compiled groups, 4 seeds each.
 FLAGS = ["--depths=1,2,3", "--widths=8", "--steps=10", "--num_seeds=4",

@@ -1,5 +1,5 @@
-"""The sizes of the three modes: full (about 15 min on 2 CPU cores), --quick (under 5 min) and
---tiny (seconds, for tests: every code path runs, the figures mean nothing).
+"""The sizes of the three modes: full (longer; not timed yet), --quick (about 5.5 min on 2
+CPU cores) and --tiny (seconds, for tests: every code path runs, the figures mean nothing).
 
 One dict per section, and `max_threads`: the most threads a NumPy or PyTorch baseline is tried
 with (None: one per core; 1 in --tiny, whose concurrent sections would make spinning threads
