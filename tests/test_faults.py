@@ -29,6 +29,7 @@ from initjax.sweep import store, tasks
 from initjax.sweep.config import SweepConfig
 from initjax.sweep.grid import expand_grid
 from initjax.sweep.summary import format_summary_table
+from tests.subprocess_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 12 grid points (12 learning rates, one init) in one compiled group, so that the module compiles
@@ -46,14 +47,7 @@ IMPOSSIBLE = 10 ** 7  # depth, at width 1000: about 100 TB of weights, on any ma
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  e = {k: v for k, v in os.environ.items()
-       if not k.startswith("SLURM_") and k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS")}
-  e.update(PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
-           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-           INITJAX_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-  return e
+  return subprocess_env(tmp_path_factory)
 
 
 def _run(module, args, env, timeout=240, prefix=()):

@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 
 from initjax import checkpoints
+from tests.subprocess_env import subprocess_env
 
 # End-to-end sweeps in subprocesses (about 55 s): `python -m pytest -m slow` runs them.
 pytestmark = pytest.mark.slow
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One grid point (one group) of 4 seeds, one network per worker and call: on a CPU with 2 cores
 # (2 workers) that is 2 rounds of 2 blocks; 4 checkpointed segments of 50 steps per round.
@@ -49,15 +49,8 @@ SEGMENT = re.compile(r"^segment_\d+$")
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  e = {k: v for k, v in os.environ.items()
-       if not k.startswith("SLURM_") and k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS")}
-  e.update(PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
-           XLA_FLAGS="--xla_force_host_platform_device_count=4",
-           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-           INITJAX_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-  return e
+  return subprocess_env(tmp_path_factory,
+                        XLA_FLAGS="--xla_force_host_platform_device_count=4")
 
 
 def _args(out, num_devices=1):

@@ -21,10 +21,10 @@ import pytest
 
 from initjax.sweep.group import CSV_COLUMNS
 from initjax.sweep.summary import format_summary_table
+from tests.subprocess_env import subprocess_env
 
 # End-to-end sweeps in subprocesses (about 80 s): `python -m pytest -m slow` runs them.
 pytestmark = pytest.mark.slow
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 6 grid points (2 inits x 3 depths) in 3 compiled groups, 4 seeds each.
 FLAGS = ["--depths=1,2,3", "--widths=8", "--steps=10", "--num_seeds=4",
@@ -41,14 +41,7 @@ def _flags(**changes):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  e = {k: v for k, v in os.environ.items()
-       if not k.startswith("SLURM_") and k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS")}
-  e.update(PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
-           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHON=sys.executable,
-           INITJAX_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-  return e
+  return subprocess_env(tmp_path_factory, PYTHON=sys.executable)
 
 
 def _sweep(args, out, env, timeout=240):
