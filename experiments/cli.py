@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from initjax.errors import ConfigError
+from initjax.core.errors import ConfigError
 
 
 class UsageError(Exception):
@@ -72,7 +72,7 @@ def compilation_cache_dir() -> str | None:
   if not value:
     value = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
   if not value:
-    from initjax import data  # pylint: disable=import-outside-toplevel
+    from initjax.training import data  # pylint: disable=import-outside-toplevel
     data_dir = flags.FLAGS.data_dir if "data_dir" in flags.FLAGS else ""
     value = os.path.join(data_dir or data.default_data_dir(), "jax_cache")
   return os.path.abspath(os.path.expanduser(value))
@@ -180,7 +180,7 @@ def check_min(flag: str, value: int | float, minimum: int | float) -> None:
 
 def output_dir(flag: str, path: str) -> str:
   """Creates and checks the output directory, or fails with a UsageError."""
-  from initjax.results import ensure_writable_dir  # pylint: disable=import-outside-toplevel
+  from initjax.core.results import ensure_writable_dir  # pylint: disable=import-outside-toplevel
   try:
     return ensure_writable_dir(path)
   except ValueError as e:
@@ -234,7 +234,7 @@ def hold_output_dir(flag: str, directory: str, holder):
   (released when the process ends, or with `release()`). UsageError naming the flag and the
   other process when the directory is in use. Where the file system has no working locks, the
   run goes on unprotected, with a warning."""
-  from initjax import lock  # pylint: disable=import-outside-toplevel
+  from initjax.core import lock  # pylint: disable=import-outside-toplevel
   try:
     return lock.acquire(directory, holder)
   except lock.LocksUnsupported as e:
@@ -257,8 +257,8 @@ def print_report(output_dir: str, config, allow_partial: bool = False) -> int:
   missing points on stderr. Returns the exit status: 1 when points are missing (and not
   `allow_partial`), when no point is finished at all, or when the files cannot be written
   (then none of them is changed); else 0."""
-  from initjax.sweep import report  # pylint: disable=import-outside-toplevel
-  from initjax.sweep.summary import format_summary_table  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep import report  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep.summary import format_summary_table  # pylint: disable=import-outside-toplevel
   try:
     paths, table, missing = report.write_report(output_dir, config, allow_partial)
   except OSError as e:

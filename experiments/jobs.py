@@ -16,11 +16,12 @@ from typing import Callable
 from absl import flags
 
 from experiments import cli
-from initjax import checkpoints, distributed, parallel
-from initjax import data as data_lib
-from initjax.sweep import SweepConfig, run_task
-from initjax.sweep.grid import task_points
-from initjax.sweep.tasks import check_fits, task_holder
+from initjax.core import distributed, parallel
+from initjax.studies.sweep import SweepConfig, run_task
+from initjax.studies.sweep.grid import task_points
+from initjax.studies.sweep.tasks import check_fits, task_holder
+from initjax.training import checkpoints
+from initjax.training import data as data_lib
 
 FLAGS = flags.FLAGS
 

@@ -49,7 +49,7 @@ def _value(name: str):
 
 
 def config_from_flags():
-  from initjax.phase_diagram import PhaseConfig  # pylint: disable=import-outside-toplevel
+  from initjax.studies.phase_diagram import PhaseConfig  # pylint: disable=import-outside-toplevel
   return PhaseConfig(
       sigma2_w=tuple(cli.unique("sigma2_w", cli.parse_floats("sigma2_w", _value("sigma2_w"),
                                                              positive=True))),
@@ -79,8 +79,9 @@ def accuracy_table(summary: dict) -> str:
 
 def finish(config, output_dir: str) -> int:
   """Reads the finished points and writes results.csv, summary.json, phase_diagram.png."""
-  from initjax import phase_diagram, results  # pylint: disable=import-outside-toplevel
-  from initjax.sweep import store  # pylint: disable=import-outside-toplevel
+  from initjax.core import results
+  from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep import store  # pylint: disable=import-outside-toplevel
   found, missing = store.load_results(output_dir, config.sweep_config())
   if missing:
     cli.print_report(output_dir, config.sweep_config())   # names the missing points

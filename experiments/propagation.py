@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
 from experiments import cli
 
@@ -51,7 +50,7 @@ cli.define_compilation_cache_flag()
 
 def config_from_flags():
   """The FigureConfig of the flags (it checks itself; errors name the flag)."""
-  from initjax import propagation_figure  # pylint: disable=import-outside-toplevel
+  from initjax.studies import propagation_figure  # pylint: disable=import-outside-toplevel
   return propagation_figure.FigureConfig(
       sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, positive=True, allow_empty=True)),
       inits=tuple(cli.unique("inits", [v.strip() for v in _INITS.value if v.strip()])),
@@ -67,7 +66,8 @@ def check_fits(config, devices) -> None:
   """Refuses a network whose seeds cannot fit in the available memory, before compiling: each
   worker measures at least one seed at a time (--seed_chunk per worker when given), and the
   workers of a CPU share the host's memory."""
-  from initjax import parallel, propagation  # pylint: disable=import-outside-toplevel
+  from initjax.core import parallel  # pylint: disable=import-outside-toplevel
+  from initjax.measurement import propagation
   need = propagation.seed_bytes(config.spec(), 8 if config.dtype == "float64" else 4)
   device, gib = devices[0], 2.0 ** 30
   available = parallel.available_memory_bytes(device)
@@ -89,8 +89,8 @@ def check_fits(config, devices) -> None:
 
 def write_files(output_dir: str, config, result) -> list[str]:
   """results.csv, summary.json and propagation.png, all or none (`atomic_write_files`)."""
-  from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
-  from initjax import results  # pylint: disable=import-outside-toplevel
+  from initjax.core import results  # pylint: disable=import-outside-toplevel
+  from initjax.studies import propagation_figure as figure  # pylint: disable=import-outside-toplevel
   paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
                                                  "propagation.png")]
   results.atomic_write_files({
@@ -105,8 +105,9 @@ def main(argv):
   config = config_from_flags()
 
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import lock, parallel  # pylint: disable=import-outside-toplevel
-  from initjax import propagation_figure as figure  # pylint: disable=import-outside-toplevel
+
+  from initjax.core import lock, parallel  # pylint: disable=import-outside-toplevel
+  from initjax.studies import propagation_figure as figure  # pylint: disable=import-outside-toplevel
   if config.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   devices = jax.local_device_count()

@@ -18,8 +18,8 @@ import os
 from absl import flags
 
 from experiments import cli
-from initjax import lock
-from initjax.sweep import store
+from initjax.core import lock
+from initjax.studies.sweep import store
 
 FLAGS = flags.FLAGS
 

@@ -41,8 +41,8 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import cli, jobs
-from initjax.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
-from initjax.sweep import SweepConfig
+from initjax.studies.sweep import SweepConfig
+from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
 
 _DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS

@@ -1,21 +1,29 @@
 """initjax: weight initialization in JAX, from the He/Xavier derivations to measured sweeps.
 
-Modules (import what you need; nothing here holds state; the README's "Layout" lists all):
-  initjax.activations   one record per activation: a[.], a'[.], gain, closed-form moments
-  initjax.initializers  jax.nn.initializers-style factories and a registry (get_initializer)
-  initjax.networks      pure-function MLPs in the book's notation (init_mlp, apply_mlp, trace_mlp)
-  initjax.gradients     per-layer gradients from jax.grad and the book's hand-written backprop
-  initjax.theory        variance predictions per layer, He/Xavier conditions, edge of chaos
-  initjax.propagation   per-layer statistics of thousands of random networks, exact in log space
-  initjax.training      a vmapped, jit-compiled Optax training loop
-  initjax.parallel      one way to spread networks or seeds over the local devices
-  initjax.sweep         training sweeps: config, grid, groups, point store, tasks, report
+The code is grouped by what it holds, each group importing only the groups below it (the
+README's "Layout"):
+
+  initjax.studies      the experiments' library parts: sweep/, propagation_figure, phase_diagram
+  initjax.training     loop, batch_training, checkpoints, optimizers, data
+  initjax.measurement  layer_statistics, propagation, probe/
+  initjax.theory       variance, mean_field, phases, finite_width, residual, convolutional,
+                       architectures
+  initjax.nn           activations, gaussian_expectations, fans, initializers, networks,
+                       residual, convolutional, gradients, models
+  initjax.core         errors, results, parallel, distributed, lock
+
+The modules users import have short paths too, the same module objects: `from initjax import
+propagation, probe, theory, models, batch_training, training, data, architectures, sweep`
+(`initjax._flat_names` lists them). Nothing here holds state.
 """
-from initjax.activations import activation_names, get_activation
-from initjax.initializers import (INITIALIZERS, compute_fans, expected_variance, gain,
-                                  get_initializer, initializer_names)
-from initjax.networks import apply_mlp, init_mlp, least_squares_loss, trace_mlp
-from initjax.gradients import backprop_reference, layer_gradients
+from initjax import _flat_names
+from initjax.nn.activations import activation_names, get_activation
+from initjax.nn.gradients import backprop_reference, layer_gradients
+from initjax.nn.initializers import (INITIALIZERS, compute_fans, expected_variance, gain,
+                                     get_initializer, initializer_names)
+from initjax.nn.networks import apply_mlp, init_mlp, least_squares_loss, trace_mlp
+
+_flat_names.install()
 
 __version__ = "0.1.0"
 
@@ -24,3 +32,16 @@ __all__ = [
     "expected_variance", "gain", "get_activation", "get_initializer", "init_mlp",
     "initializer_names", "layer_gradients", "least_squares_loss", "trace_mlp",
 ]
+
+
+def __getattr__(name: str):
+  """`initjax.<short>` without an import statement (`initjax.propagation.measure`), loaded on
+  first use so that `import initjax` stays light."""
+  if name in _flat_names.FLAT_NAMES or name in ("theory", "training"):
+    import importlib  # pylint: disable=import-outside-toplevel
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_flat_names.FLAT_NAMES) | {"theory", "training"})

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 
-from initjax import activations, gradients, networks, propagation, theory
+from initjax import theory
+from initjax.measurement import propagation
+from initjax.nn import activations, gradients, networks
 
 
 @pytest.fixture

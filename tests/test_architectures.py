@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initjax import (architectures, batch_training, convolutional, propagation, residual,
-                     training)
+from initjax import theory, training
+from initjax.measurement import propagation
+from initjax.nn import convolutional, residual
+from initjax.theory import architectures
+from initjax.training import batch_training
 
 SEEDS, WIDTH, DEPTH, N = 96, 32, 8, 32
 
@@ -115,9 +118,9 @@ def test_cnn_theory_and_measurement(padding, init):
 
 
 def test_zero_padding_loses_signal_at_the_edges():
-  circular = convolutional.predict_cnn(length=40, channels=8, depth=20, sigma2_w=2.0,
-                                       padding="circular")
-  zero = convolutional.predict_cnn(length=40, channels=8, depth=20, sigma2_w=2.0, padding="zero")
+  circular = theory.predict_cnn(length=40, channels=8, depth=20, sigma2_w=2.0,
+                                padding="circular")
+  zero = theory.predict_cnn(length=40, channels=8, depth=20, sigma2_w=2.0, padding="zero")
   np.testing.assert_allclose(circular["var_f"], circular["var_f"][0], atol=1e-12)
   assert np.all(np.diff(zero["var_f"]) < 0) and zero["var_f"][-1] < circular["var_f"][-1] - 0.05
 

@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initjax import batch_training, checkpoints, distributed, models, parallel, training
+from initjax import training
+from initjax.core import distributed, parallel
+from initjax.nn import models
+from initjax.training import batch_training, checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT_DIM, WIDTH, DEPTH, CLASSES, B = 6, 8, 3, 4, 5
@@ -143,7 +146,7 @@ def test_one_two_and_four_devices_give_identical_results():
   code = textwrap.dedent("""
       import jax, numpy as np
       import tests.test_batch_training as t
-      from initjax import batch_training
+      from initjax.training import batch_training
       assert jax.local_device_count() == 4
       outs = [batch_training.run_networks(t.MODEL, t.PARAMS, t.KEYS, t.LRS, t.DATA, t.SPEC,
                                           devices=jax.devices()[:n], block=2) for n in (1, 2, 4)]

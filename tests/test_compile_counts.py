@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from initjax import propagation, propagation_figure
-from initjax.sweep.grid import GridPoint
-from initjax.sweep.group import signal_at_init
+from initjax.measurement import propagation
+from initjax.studies import propagation_figure
+from initjax.studies.sweep.grid import GridPoint
+from initjax.studies.sweep.group import signal_at_init
 
 _EVENTS = collections.Counter()
 jax.monitoring.register_event_duration_secs_listener(

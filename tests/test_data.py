@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from initjax import data as data_lib
+from initjax.training import data as data_lib
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """initjax.distributed: task splits, Slurm defaults, jax.distributed start-up."""
 import pytest
 
-from initjax import distributed
+from initjax.core import distributed
 
 
 @pytest.mark.parametrize("num_tasks", [1, 2, 3, 4, 7])

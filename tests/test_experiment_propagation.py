@@ -84,8 +84,8 @@ def test_bad_flags_fail_with_one_line(tmp_path, flag, needle):
 
 
 def test_config_checks_itself_and_names_the_field():
-  from initjax.errors import ConfigError  # pylint: disable=import-outside-toplevel
-  from initjax.propagation_figure import FigureConfig  # pylint: disable=import-outside-toplevel
+  from initjax.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  from initjax.studies.propagation_figure import FigureConfig  # pylint: disable=import-outside-toplevel
   for field, value in (("sigma2", (float("inf"),)), ("sigma2", (float("nan"),)),
                        ("sigma2", (0.1, 0.1)), ("inits", ("he_normal", "he_normal")),
                        ("bias_variance", float("nan")), ("bias_variance", float("inf")),

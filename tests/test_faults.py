@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from experiments import cli
-from initjax import lock
-from initjax.errors import ConfigError
-from initjax.parallel import available_memory_bytes
-from initjax.sweep import store, tasks
-from initjax.sweep.config import SweepConfig
-from initjax.sweep.grid import expand_grid
-from initjax.sweep.summary import format_summary_table
+from initjax.core import lock
+from initjax.core.errors import ConfigError
+from initjax.core.parallel import available_memory_bytes
+from initjax.studies.sweep import store, tasks
+from initjax.studies.sweep.config import SweepConfig
+from initjax.studies.sweep.grid import expand_grid
+from initjax.studies.sweep.summary import format_summary_table
 from tests.subprocess_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -537,7 +537,7 @@ def test_repeated_values_are_dropped_with_a_note(caplog):
 
 
 def test_damaged_data_cache_is_named(tmp_path):
-  from initjax import data  # pylint: disable=import-outside-toplevel
+  from initjax.training import data  # pylint: disable=import-outside-toplevel
   (tmp_path / "mnist1d_seed42.npz").write_bytes(b"PK\x03\x04 not a zip")
   with pytest.raises(ValueError, match="mnist1d_seed42.npz cannot be read .*delete it"):
     data.check_data_dir(str(tmp_path))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from initjax import initializers as I
+from initjax.nn import initializers as I
 
 DENSE = (300, 400)  # 120,000 draws
 CONV = (3, 3, 64, 192)  # 110,592 draws
@@ -213,7 +213,7 @@ def test_gain_matches_torch():
 
 
 def test_gain_covers_initjax_activations():
-  from initjax import activations
+  from initjax.nn import activations
   for name in activations.activation_names():
     assert I.gain(name) > 0
 

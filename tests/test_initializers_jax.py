@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from jax import random
 
-from initjax import initializers as I
+from initjax.nn import initializers as I
 
 ALL_SHAPES = [(), (2,), (2, 2), (2, 3), (3, 2), (2, 3, 4), (4, 3, 2), (2, 3, 4, 5)]
 

@@ -1,9 +1,9 @@
-"""initjax._jax_internals: the private JAX names it uses must exist (fail loudly when a JAX
+"""initjax.core._jax_internals: the private JAX names it uses must exist (fail loudly when a JAX
 upgrade moves them), and the unrolled Threefry lowering must give JAX's bits exactly."""
 import jax
 import numpy as np
 
-from initjax import _jax_internals
+from initjax.core import _jax_internals
 
 
 def test_private_threefry_rules_are_where_initjax_expects_them():

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from initjax import activations, gradients, layer_statistics, networks, propagation
-from initjax.initializers import get_initializer
+from initjax.measurement import layer_statistics, propagation
+from initjax.nn import activations, gradients, networks
+from initjax.nn.initializers import get_initializer
 
 
 def test_log10_var_and_inv_rms():

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize
 
-from initjax import depth_scales, finite_width, gaussian_expectations, mean_field, propagation
 from initjax import theory
+from initjax.measurement import propagation
+from initjax.nn import gaussian_expectations
+from initjax.theory import finite_width, mean_field, phases
 
 SELU_A, SELU_S = 1.6732632423543772, 1.0507009873554805
 # Scalar float64 references, written from the definitions (not from initjax).
@@ -64,7 +66,7 @@ def test_pair_moments_match_nested_adaptive_quadrature(activation, q, c):
   # The polar rule (split at the rays u_a = 0, u_b = 0) against scipy's nested quad: both are
   # accurate to ~1e-12 here, so 1e-9 relative leaves room only for a wrong rule.
   a, da = SCALAR[activation]
-  m = depth_scales.pair_moments(activation, q, c)
+  m = phases.pair_moments(activation, q, c)
   assert m["phi_phi"] == pytest.approx(_pair_quad(lambda x, y: a(x) * a(y), q, c), rel=1e-9)
   assert m["dphi_dphi"] == pytest.approx(_pair_quad(lambda x, y: da(x) * da(y), q, c), rel=1e-9)
   assert m["phi2_phi2"] == pytest.approx(
@@ -293,8 +295,8 @@ def test_zero_bias_relu_is_degenerate_not_exponential():
   assert d.xi_q == pytest.approx(1 / math.log(2)) and d.xi_grad == pytest.approx(1 / math.log(2))
   assert math.isinf(d.xi_c) and d.c_star == 1.0 and "algebraic" in d.reason
   for q in (1e-6, 1.0, 1e6):   # the normalized c-map does not depend on q or sigma2_w
-    assert depth_scales.c_map_slope("relu", 1.0, 0.0, 1.0, q) == pytest.approx(1.0)
-    assert depth_scales.c_map("relu", 1.0, 0.0, 0.0, q) == pytest.approx(1 / math.pi)
+    assert phases.c_map_slope("relu", 1.0, 0.0, 1.0, q) == pytest.approx(1.0)
+    assert phases.c_map("relu", 1.0, 0.0, 0.0, q) == pytest.approx(1 / math.pi)
 
 
 def test_phase_boundary_of_gelu_is_a_jump_from_unit_inputs():

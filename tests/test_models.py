@@ -10,7 +10,9 @@ import pytest
 from flax import nnx
 
 import initjax
-from initjax import batch_training, models, training
+from initjax import training
+from initjax.nn import models
+from initjax.training import batch_training
 
 CLASSES, LENGTH = 4, 12
 SPEC = training.TrainSpec(optimizer="momentum", steps=30, batch_size=16, eval_every=10,

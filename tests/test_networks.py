@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initjax import activations, gradients, networks
-from initjax.initializers import get_initializer
+from initjax.nn import activations, gradients, networks
+from initjax.nn.initializers import get_initializer
 
 ACTS = activations.activation_names()
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initjax import parallel
+from initjax.core import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +61,7 @@ def test_pad_leading_and_split():
 def test_blocks_on_four_fake_devices_equal_one_device():
   code = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
-      from initjax import parallel
+      from initjax.core import parallel
       assert jax.local_device_count() == 4, jax.devices()
       f = jax.jit(jax.vmap(lambda k: jnp.sum(jax.random.normal(k, (50, 50)) ** 2)))
       blocks = [(b,) for b in parallel.split_leading(jax.random.split(jax.random.key(0), 8), 2)]
@@ -84,7 +84,7 @@ def test_bad_num_devices():
 def test_propagation_on_four_fake_devices_equals_one_device():
   code = textwrap.dedent("""
       import jax, numpy as np
-      from initjax import propagation
+      from initjax.measurement import propagation
       assert jax.local_device_count() == 4
       spec = propagation.NetworkSpec(input_dim=8, width=12, depth=5, batch_size=6)
       kw = dict(weight_init="normal", scales=(0.02, 1.0), num_seeds=5)

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from initjax import depth_scales, phase_diagram
-from initjax.errors import ConfigError
-from initjax.sweep.config import fan_in_variance
+from initjax.core.errors import ConfigError
+from initjax.studies import phase_diagram
+from initjax.studies.sweep.config import fan_in_variance
+from initjax.theory import phases
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +62,7 @@ def test_trainable_depth_is_the_last_depth_of_an_unbroken_run():
 def test_theory_columns_follow_depth_scales():
   th = phase_diagram.theory("tanh", 0.05, [1.0, 3.0])
   for j, s2 in enumerate([1.0, 3.0]):
-    ds = depth_scales.depth_scales("tanh", s2, 0.05)
+    ds = phases.depth_scales("tanh", s2, 0.05)
     assert th["xi_c"][j] == ds.xi_c and th["phase"][j] == ds.phase
   assert list(th["phase"]) == ["ordered", "chaotic"]
 

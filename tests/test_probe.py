@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from initjax import initializers as I
-from initjax import probe
-from initjax.probe import redraw
+from initjax.measurement import probe
+from initjax.measurement.probe import redraw
+from initjax.nn import initializers as I
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_SEEDS = 256
@@ -361,7 +361,7 @@ def test_four_fake_devices_equal_one():
   code = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
       import flax.linen as nn
-      from initjax import probe
+      from initjax.measurement import probe
       assert jax.local_device_count() == 4
 
       class Net(nn.Module):

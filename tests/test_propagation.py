@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from initjax import propagation, theory
-from initjax.initializers import get_initializer
+from initjax import theory
+from initjax.measurement import propagation
+from initjax.nn.initializers import get_initializer
 
 SIGMA2 = (0.001, 0.01, 0.02, 0.1, 1.0)
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import pytest
 
-from initjax import checkpoints
+from initjax.training import checkpoints
 from tests.subprocess_env import subprocess_env
 
 # End-to-end sweeps in subprocesses (about 55 s): `python -m pytest -m slow` runs them.

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from initjax.sweep.group import CSV_COLUMNS
-from initjax.sweep.summary import format_summary_table
+from initjax.studies.sweep.group import CSV_COLUMNS
+from initjax.studies.sweep.summary import format_summary_table
 from tests.subprocess_env import subprocess_env
 
 # End-to-end sweeps in subprocesses (about 80 s): `python -m pytest -m slow` runs them.

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from experiments import cli
-from initjax.errors import ConfigError
-from initjax.optimizers import optimizer_names
-from initjax.sweep import grid, group, store, summary
-from initjax.sweep.config import SweepConfig
+from initjax.core.errors import ConfigError
+from initjax.studies.sweep import grid, group, store, summary
+from initjax.studies.sweep.config import SweepConfig
+from initjax.training.optimizers import optimizer_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from initjax import activations, finite_width, initializers, networks, gradients, propagation
 from initjax import theory
-from initjax.initializers import get_initializer
+from initjax.measurement import propagation
+from initjax.nn import activations, gradients, initializers, networks
+from initjax.nn.initializers import get_initializer
+from initjax.theory import finite_width
 
 N_MC = 1_000_000
 Z_SE = 5.0  # tolerance in standard errors

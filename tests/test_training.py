@@ -5,8 +5,11 @@ import numpy as np
 import optax
 import pytest
 
-from initjax import batch_training, models, parallel, training
-from initjax.optimizers import get_optimizer, optimizer_names
+from initjax import training
+from initjax.core import parallel
+from initjax.nn import models
+from initjax.training import batch_training
+from initjax.training.optimizers import get_optimizer, optimizer_names
 
 INPUT_DIM, WIDTH, DEPTH, CLASSES = 6, 8, 3, 4
 
@@ -108,7 +111,7 @@ def test_layer_statistics_at_step_zero_match_direct_computation(batched):
   for name in ("var_h", "var_dl_dh", "var_dl_df"):
     np.testing.assert_allclose(out[name][0, 0], stats[name], rtol=1e-5)
   # dl/dh_K of the mean cross-entropy, by hand: Omega_K^T (softmax - onehot) / N.
-  from initjax.networks import trace_mlp  # pylint: disable=import-outside-toplevel
+  from initjax.nn.networks import trace_mlp  # pylint: disable=import-outside-toplevel
   tr = jax.jit(trace_mlp)(net, x)
   g_NxO = (jax.nn.softmax(tr["f_out"]) - jax.nn.one_hot(y, CLASSES)) / x.shape[0]
   np.testing.assert_allclose(stats["var_dl_dh"][-1], jnp.var(g_NxO @ net["omega_out"]),

@@ -27,8 +27,9 @@ def _timed_compiles(lowered: Callable[[], object], repeats: int) -> dict:
 def _propagation_program(p: dict, depth: int, batch: int) -> Callable[[], object]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import propagation  # pylint: disable=import-outside-toplevel
-  from initjax.initializers import get_initializer  # pylint: disable=import-outside-toplevel
+
+  from initjax.measurement import propagation  # pylint: disable=import-outside-toplevel
+  from initjax.nn.initializers import get_initializer  # pylint: disable=import-outside-toplevel
   spec = propagation.NetworkSpec(input_dim=p["input_dim"], width=p["width"], depth=depth,
                                  batch_size=batch)
   he = get_initializer("he_normal")
@@ -41,7 +42,9 @@ def _training_program(t: dict, d: dict, depth: int) -> Callable[[], object]:
   """`train_networks` for 2 networks of the training section's first width, 10 steps."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import models, training  # pylint: disable=import-outside-toplevel
+
+  from initjax import training
+  from initjax.nn import models  # pylint: disable=import-outside-toplevel
   width = next(iter(t["widths"].values()))
   spec = training.TrainSpec(steps=10, batch_size=t["batch"], eval_every=10, stats_every=10,
                             stats_batch_size=min(256, d["n_train"]))

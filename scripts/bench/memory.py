@@ -23,7 +23,8 @@ def _vm_hwm_gb() -> float:
 def run(cfg: dict, log=None) -> dict:
   del log
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import propagation  # pylint: disable=import-outside-toplevel
+
+  from initjax.measurement import propagation  # pylint: disable=import-outside-toplevel
   m, p = cfg["memory"], cfg["propagation"]
   spec = propagation.NetworkSpec(input_dim=p["input_dim"], width=p["width"], depth=p["depth"],
                                  batch_size=m["batch_size"])

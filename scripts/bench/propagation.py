@@ -42,8 +42,9 @@ def contenders(p: dict, n: int, max_threads: int | None = None
   """name -> (callable, networks per call) at N = n inputs per network."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import propagation  # pylint: disable=import-outside-toplevel
-  from initjax.initializers import get_initializer  # pylint: disable=import-outside-toplevel
+
+  from initjax.measurement import propagation  # pylint: disable=import-outside-toplevel
+  from initjax.nn.initializers import get_initializer  # pylint: disable=import-outside-toplevel
   depth, width, d_in = p["depth"], p["width"], p["input_dim"]
   spec = propagation.NetworkSpec(input_dim=d_in, width=width, depth=depth, batch_size=n)
   seeds, loop_seeds = p["seeds"][str(n)], p["loop_seeds"][str(n)]
@@ -82,7 +83,7 @@ def contenders(p: dict, n: int, max_threads: int | None = None
 
 
 def run(cfg: dict, log: Callable[[str], None]) -> dict:
-  from initjax import propagation  # pylint: disable=import-outside-toplevel
+  from initjax.measurement import propagation  # pylint: disable=import-outside-toplevel
   p = cfg["propagation"]
   results = {}
   for n in p["batch_sizes"]:

@@ -63,7 +63,8 @@ def jax_grad_program(depth: int, width: int, d_in: int, n: int):
   jax.grad for dl/df_k and dl/dh_k, jnp.var per layer."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import networks  # pylint: disable=import-outside-toplevel
+
+  from initjax.nn import networks  # pylint: disable=import-outside-toplevel
 
   @jax.jit
   def one(key):

@@ -44,7 +44,7 @@ def _run_sweep(flags: list[str], timeout: float) -> tuple[float, str | None]:
 
 
 def run(cfg: dict, log: Callable[[str], None]) -> dict:
-  from initjax import data  # pylint: disable=import-outside-toplevel
+  from initjax.training import data  # pylint: disable=import-outside-toplevel
   s = cfg["sweep"]
   data.load_mnist1d()                        # the data cache, filled before either run
   out: dict = {"flags": list(s["flags"]) or "(none: the default sweep)"}

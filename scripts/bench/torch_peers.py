@@ -29,7 +29,6 @@ import numpy as np
 
 from bench.workload import Workload
 
-
 # Set (to anything but "" or "0") to run as if PyTorch were not installed: `hide_if_asked` makes
 # `import torch` fail in the benchmark's processes (its children inherit the variable).
 NO_TORCH_ENV = "INITJAX_BENCH_NO_TORCH"

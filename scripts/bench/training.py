@@ -36,7 +36,10 @@ def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params,
   """name -> (callable returning the (S, T) losses, details for the row)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from initjax import batch_training, parallel, training  # pylint: disable=import-outside-toplevel
+
+  from initjax import training
+  from initjax.core import parallel
+  from initjax.training import batch_training  # pylint: disable=import-outside-toplevel
   model, spec = workload.initjax_model(w), workload.train_spec(w)
   lrs = jnp.full((w.networks,), w.learning_rate, jnp.float32)
   arrays = workload.jax_data(data, w)

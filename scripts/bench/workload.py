@@ -85,13 +85,13 @@ def flops_per_network_step(w: Workload) -> float:
 # initjax's side (public API only).
 
 def _options(w: Workload):
-  from initjax import architectures  # pylint: disable=import-outside-toplevel
+  from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
   return architectures.ArchOptions(kernel_size=w.kernel_size, padding=w.padding)
 
 
 def initjax_model(w: Workload):
   """The `Model` that trains `w`'s networks: the book's MLP (`models.mlp`) or the CNN's."""
-  from initjax import architectures  # pylint: disable=import-outside-toplevel
+  from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
   return architectures.get(w.arch).model("relu", _options(w))
 
 
@@ -100,7 +100,8 @@ def initial_params(w: Workload, seed: int = 0):
   (its `init`, vmapped over S keys and jitted: one compilation, a fraction of the eager
   `init_networks`' start-up in a short run; the same weights up to float rounding)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from initjax import architectures  # pylint: disable=import-outside-toplevel
+
+  from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
   arch = architectures.get(w.arch)
   shape = (w.length,) if w.arch == "mlp" else (w.length, 1)
   init = jax.jit(jax.vmap(lambda key: arch.init(
@@ -120,6 +121,7 @@ def epoch_orders(w: Workload, keys, n_train: int) -> np.ndarray:
   epoch that its T steps reach (initjax's `training.epoch_permutation` of its data key)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
   from initjax import training  # pylint: disable=import-outside-toplevel
   epochs = (w.steps - 1) // (n_train // w.batch) + 1
   one = jax.vmap(lambda key, e: training.epoch_permutation(key, e, n_train), in_axes=(None, 0))

@@ -1,0 +1,12 @@
+"""initjax.measurement: per-layer statistics of many random networks at once.
+
+Modules:
+  layer_statistics  one MLP's exact per-layer statistics in log space (the propagation kernel)
+  propagation       `measure`: many random networks of a built-in architecture at once;
+                    summaries, slopes, the theory per initializer
+  probe             `probe.measure`: the same for any model (Flax linen, nnx, pure functions
+                    with `probe.tap`)
+
+Measurement imports theory, `initjax.nn` and `initjax.core`, never training or the studies
+(README, "Layout").
+"""

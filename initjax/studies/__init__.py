@@ -1,0 +1,13 @@
+"""initjax.studies: the experiments' library parts, on top of everything else.
+
+Modules:
+  sweep               training sweeps: config, grid, compile groups, the verified point store,
+                      batch tasks, the report
+  propagation_figure  the book's weight-initialization figure as data: settings, tidy rows,
+                      summary, plot
+  phase_diagram       the order-to-chaos phase diagram of trainability: a sweep over
+                      sigma_w^2 x depth against xi_c
+
+Studies may import every other part of initjax; nothing in initjax imports them. The flags,
+printing and exit codes are in `experiments/` (README, "Layout").
+"""

@@ -1,0 +1,194 @@
+"""The settings of a training sweep, checked once, on construction."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from initjax.core.errors import ConfigError
+from initjax.nn.activations import activation_names
+from initjax.nn.initializers import initializer_names
+from initjax.theory import architectures
+from initjax.training import data as data_lib
+from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+
+SIGMA2_W_PREFIX = "sigma2_w="
+
+
+def fan_in_variance(init: str) -> float | None:
+  """The per-fan-in weight variance of an init spec "sigma2_w=<value>" (a plain normal with
+  Var[W] = value / fan_in, the mean-field convention), or None for a registered name."""
+  if not init.startswith(SIGMA2_W_PREFIX):
+    return None
+  try:
+    value = float(init[len(SIGMA2_W_PREFIX):])
+  except ValueError:
+    return float("nan")
+  return value
+
+
+MAX_SEED = 2 ** 32 - 1  # jax.random.PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
+
+
+def _check_names(field: str, values, allowed) -> None:
+  if not values:
+    raise ConfigError(field, f"needs at least one of: {', '.join(allowed)}")
+  for v in values:
+    if v not in allowed:
+      raise ConfigError(field, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_unique(field: str, values) -> None:
+  """A value listed twice would train the same grid point twice."""
+  seen = set()
+  for v in values:
+    if v in seen:
+      raise ConfigError(field, f"{v!r} is listed twice; list each value once")
+    seen.add(v)
+
+
+def _check_int(field: str, value: Any, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ConfigError(field, f"must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_learning_rate(lr: Any) -> None:
+  if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    raise ConfigError("learning_rates", f"learning rates must be finite numbers > 0; got {lr}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """Every setting of a sweep; the entry point's flags, one to one.
+
+  learning_rates: ((optimizer, (lr, ...)), ...); an optimizer missing from it uses
+  `initjax.optimizers.DEFAULT_LEARNING_RATES` (momentum 0.01, adam 0.001, ...).
+  inits: registered initializer names, or "sigma2_w=<value>": a plain normal of variance
+  value / fan_in (the mean-field sigma_w^2, as `experiments.phase_diagram` uses).
+  archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
+  MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+
+  Raises:
+    ConfigError(field, message listing what is allowed) on construction.
+  """
+  inits: tuple[str, ...] = ("he_normal", "xavier_normal")
+  depths: tuple[int, ...] = (10, 30)
+  widths: tuple[int, ...] = (100,)
+  activations: tuple[str, ...] = ("relu",)
+  optimizers: tuple[str, ...] = ("momentum", "adam")
+  learning_rates: tuple[tuple[str, tuple[float, ...]], ...] = ()
+  num_seeds: int = 8
+  steps: int = 1000
+  batch_size: int = 100
+  dataset: str = "mnist1d"
+  seed: int = 0
+  log_every: int = 10
+  eval_every: int = 100
+  stats_every: int = 250
+  stats_batch_size: int = 256
+  loss_threshold: float = 1.5
+  data_dir: str = ""
+  archs: tuple[str, ...] = ("mlp",)
+  bias_variance: float = 0.0
+  branch_scale: str = "one"
+  kernel_size: int = 5
+  padding: str = "circular"
+
+  def __post_init__(self):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+      object.__setattr__(self, field, tuple(getattr(self, field)))
+    object.__setattr__(self, "learning_rates", tuple(
+        (o, tuple(lrs)) for o, lrs in self.learning_rates))
+    if not self.inits:
+      raise ConfigError("inits", f"needs at least one of: {', '.join(initializer_names())}")
+    for init in self.inits:
+      value = fan_in_variance(init)
+      if value is None and init not in initializer_names():
+        raise ConfigError("inits", f"unknown value {init!r}; allowed: "
+                          f"{', '.join(initializer_names())}, or sigma2_w=<value>")
+      if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError("inits", f"{init!r}: sigma2_w must be a finite number > 0")
+    _check_names("archs", self.archs, architectures.architecture_names())
+    try:
+      self.arch_options()
+    except ValueError as e:
+      field = "kernel_size" if "kernel_size" in str(e) else (
+          "padding" if "padding" in str(e) else "branch_scale")
+      raise ConfigError(field, str(e)) from None
+    if isinstance(self.bias_variance, bool) or not (
+        isinstance(self.bias_variance, (int, float)) and math.isfinite(self.bias_variance)
+        and self.bias_variance >= 0):
+      raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
+    _check_names("activations", self.activations, activation_names())
+    _check_names("optimizers", self.optimizers, optimizer_names())
+    _check_names("dataset", [self.dataset], data_lib.dataset_names())
+    for field in ("depths", "widths"):
+      values = getattr(self, field)
+      if not values:
+        raise ConfigError(field, "needs at least one value")
+      for v in values:
+        _check_int(field, v, 1)
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+      _check_unique(field, getattr(self, field))
+    _check_unique("learning_rates", [o for o, _ in self.learning_rates])
+    for optimizer, lrs in self.learning_rates:
+      if optimizer not in self.optimizers:
+        raise ConfigError("learning_rates", f"optimizer {optimizer!r} is not in --optimizers "
+                          f"({', '.join(self.optimizers)})")
+      for lr in lrs:
+        _check_learning_rate(lr)
+      _check_unique("learning_rates", lrs)
+    for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
+                  "stats_batch_size"):
+      _check_int(field, getattr(self, field), 1)
+    _check_int("seed", self.seed, 0)
+    if self.seed > MAX_SEED:
+      raise ConfigError("seed", f"must be <= {MAX_SEED} (PRNG keys keep 32 bits); got {self.seed}")
+    n_train = data_lib.dataset_info(self.dataset)["n_train"]
+    for field in ("batch_size", "stats_batch_size"):
+      if getattr(self, field) > n_train:
+        raise ConfigError(field, f"must be <= {n_train} (training examples of "
+                          f"{self.dataset}); got {getattr(self, field)}")
+    if not isinstance(self.data_dir, str):
+      raise ConfigError("data_dir", f"must be a path (a string); got {self.data_dir!r}")
+    if not (isinstance(self.loss_threshold, (int, float)) and not isinstance(
+        self.loss_threshold, bool) and math.isfinite(self.loss_threshold)
+            and self.loss_threshold > 0):
+      raise ConfigError("loss_threshold",
+                        f"must be a finite number > 0; got {self.loss_threshold}")
+
+  def arch_options(self) -> architectures.ArchOptions:
+    return architectures.ArchOptions(branch_scale=self.branch_scale,
+                                     kernel_size=self.kernel_size, padding=self.padding)
+
+  def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
+    given = dict(self.learning_rates)
+    return tuple(given.get(optimizer, (DEFAULT_LEARNING_RATES[optimizer],)))
+
+  def to_dict(self) -> dict[str, Any]:
+    """Plain JSON-ready dict; learning_rates resolved per optimizer."""
+    d = dataclasses.asdict(self)
+    d["learning_rates"] = {o: list(self.learning_rates_for(o)) for o in self.optimizers}
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
+    """The inverse of `to_dict` (unknown keys are ignored); a value of the wrong kind is a
+    ConfigError naming its field."""
+    if not isinstance(d, dict):
+      raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+      if field in kwargs and not isinstance(kwargs[field], tuple):
+        raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
+    rates = d.get("learning_rates") or {}
+    if not isinstance(rates, dict) or not all(
+        isinstance(lrs, list) and all(isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                      for lr in lrs) for lrs in rates.values()):
+      raise ConfigError("learning_rates", "must be an object {optimizer: [learning rates]}")
+    kwargs["learning_rates"] = tuple((o, tuple(float(lr) for lr in lrs))
+                                     for o, lrs in rates.items())
+    return cls(**kwargs)

@@ -1,0 +1,232 @@
+"""The built-in architectures by name, one record each: the book's MLP, a residual MLP, a 1-D CNN.
+
+An `Architecture` knows how to initialize a network (any initializer: He vs Xavier is one
+argument), which `initjax.models.Model` trains it (with its per-layer statistics), and what the
+mean-field theory predicts for its per-layer variances. The experiments' `--arch`/`--archs`
+flags take these names; a new architecture is one entry in `ARCHITECTURES`.
+
+Options (`ArchOptions`, the same for every architecture so that a flag set can carry them):
+the residual MLP's branch scale (`initjax.residual.BRANCH_SCALES`), the CNN's kernel size and
+padding (`initjax.convolutional.PADDINGS`). "width" is the CNN's number of channels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from initjax.core.errors import check_choice
+from initjax.nn import convolutional, models, networks, residual
+from initjax.nn.initializers import compute_fans, expected_variance
+from initjax.theory.convolutional import predict_cnn
+from initjax.theory.residual import predict_resmlp
+from initjax.theory.variance import predict_mlp
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchOptions:
+  branch_scale: str = "one"       # resmlp: "one", "invsqrt", "skipinit"
+  kernel_size: int = 5            # cnn
+  padding: str = "circular"       # cnn: "circular" (theory exact) or "zero"
+
+  def __post_init__(self):
+    check_choice("branch scale", self.branch_scale, residual.BRANCH_SCALES)
+    check_choice("padding", self.padding, convolutional.PADDINGS)
+    if not isinstance(self.kernel_size, int) or self.kernel_size < 1:
+      raise ValueError(f"kernel_size must be an integer >= 1; got {self.kernel_size!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """One architecture: how to build, train and predict it.
+
+  Attributes:
+    name: the registry name.
+    init: (key, *, input_shape, width, depth, output_dim, weight_init, bias_init, options)
+      -> params of one network.
+    model: (activation, options) -> the `Model` that trains it (cached: one compiled program).
+    predict: (*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b, activation,
+      options) -> {"var_h": log10 per layer, "var_dl_dh": log10 per layer} (mean field, least
+      squares against y = 0); sigma2_w per fan-in (fan_in Var[W]), one value per weight of
+      `kernel_shapes`, in its order.
+    kernel_shapes: (input_shape, width, depth, output_dim, options) -> the Flax-layout shape of
+      every weight, in forward order (what an initializer is called with).
+    first_layer: the layer index k of the first entry of var_h / var_dl_dh.
+  """
+  name: str
+  init: Callable[..., Any]
+  model: Callable[[str, ArchOptions], models.Model]
+  predict: Callable[..., dict[str, np.ndarray]]
+  kernel_shapes: Callable[..., list[tuple[int, ...]]]
+  first_layer: int
+
+
+def _flat_dim(input_shape) -> int:
+  return int(np.prod(input_shape))
+
+
+# ------------------------------------------------------------------------------------------------
+# mlp
+
+def _mlp_init(key, *, input_shape, width, depth, output_dim, weight_init, bias_init=None,
+              options=ArchOptions()):
+  del options
+  return networks.init_mlp(key, input_dim=_flat_dim(input_shape), width=width, depth=depth,
+                           output_dim=output_dim, weight_init=weight_init, bias_init=bias_init)
+
+
+def _mlp_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
+  del options
+  return [(_flat_dim(input_shape), width)] + [(width, width)] * (depth - 1) + [(width, output_dim)]
+
+
+def _mlp_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.0,
+                 activation="relu", options=ArchOptions()):
+  fans = [s[0] for s in _mlp_shapes(input_shape, width, depth, output_dim, options)]
+  s2 = np.broadcast_to(np.asarray(sigma2_w, np.float64), (len(fans),))
+  p = predict_mlp(input_dim=_flat_dim(input_shape), width=width, depth=depth,
+                  output_dim=output_dim, sigma2_omega=list(s2 / np.asarray(fans)),
+                  sigma2_beta=sigma2_b, activation=activation)
+  return {"var_h": p.log10_var_h, "var_dl_dh": p.log10_var_dl_dh}
+
+
+# ------------------------------------------------------------------------------------------------
+# resmlp
+
+def _resmlp_init(key, *, input_shape, width, depth, output_dim, weight_init, bias_init=None,
+                 options=ArchOptions()):
+  return residual.init_resmlp(key, input_dim=_flat_dim(input_shape), width=width, depth=depth,
+                              output_dim=output_dim, weight_init=weight_init,
+                              bias_init=bias_init, scale=options.branch_scale)
+
+
+def _resmlp_apply(params, x, activation, scale):
+  return residual.apply_resmlp(params, x.reshape(x.shape[0], -1), activation, scale)
+
+
+def _resmlp_stats(params, x, y, loss_fn, activation, scale):
+  return residual.resmlp_layer_statistics(params, x.reshape(x.shape[0], -1), y, loss_fn,
+                                          activation, scale)
+
+
+@functools.lru_cache(maxsize=None)
+def _resmlp_model(activation: str, options: ArchOptions) -> models.Model:
+  kw = {"activation": activation, "scale": options.branch_scale}
+  return models.Model(name=f"resmlp-{options.branch_scale}",
+                      apply=functools.partial(_resmlp_apply, **kw),
+                      layer_statistics=functools.partial(_resmlp_stats, **kw),
+                      layer_index=(("var_h", 0), ("var_dl_dh", 0)), stacked=("omega", "beta"))
+
+
+def _resmlp_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
+  del options
+  return [(_flat_dim(input_shape), width)] + [(width, width)] * depth + [(width, output_dim)]
+
+
+def _resmlp_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.0,
+                    activation="relu", options=ArchOptions()):
+  p = predict_resmlp(input_dim=_flat_dim(input_shape), width=width, depth=depth,
+                     output_dim=output_dim, sigma2_w=sigma2_w, sigma2_b=sigma2_b,
+                     activation=activation, scale=options.branch_scale)
+  return {"var_h": p["var_h"], "var_dl_dh": p["var_dl_dh"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# cnn
+
+def _cnn_init(key, *, input_shape, width, depth, output_dim, weight_init, bias_init=None,
+              options=ArchOptions()):
+  return convolutional.init_cnn(key, input_shape=tuple(input_shape), channels=width,
+                                depth=depth, output_dim=output_dim,
+                                kernel_size=options.kernel_size, weight_init=weight_init,
+                                bias_init=bias_init)
+
+
+@functools.lru_cache(maxsize=None)
+def _cnn_model(activation: str, options: ArchOptions) -> models.Model:
+  kw = {"activation": activation, "padding": options.padding}
+  return models.Model(name=f"cnn-k{options.kernel_size}-{options.padding}",
+                      apply=functools.partial(convolutional.apply_cnn, **kw),
+                      layer_statistics=functools.partial(convolutional.cnn_layer_statistics,
+                                                         **kw),
+                      layer_index=(("var_f", 0), ("var_h", 1), ("var_dl_dh", 1),
+                                   ("var_dl_df", 0), ("channel_sq_mean", 1),
+                                   ("channel_var", 1)),
+                      stacked=("kernel_hidden", "beta_hidden"))
+
+
+def _cnn_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
+  length, c_in = (input_shape[0], 1) if len(input_shape) == 1 else tuple(input_shape)
+  s = options.kernel_size
+  return ([(s, c_in, width)] + [(s, width, width)] * (depth - 1)
+          + [(length * width, output_dim)])
+
+
+def _cnn_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.0,
+                 activation="relu", options=ArchOptions()):
+  p = predict_cnn(length=int(input_shape[0]), channels=width, depth=depth,
+                  output_dim=output_dim, kernel_size=options.kernel_size,
+                  sigma2_w=sigma2_w, sigma2_b=sigma2_b, activation=activation,
+                  padding=options.padding)
+  return {"var_f": p["var_f"], "var_h": p["var_h"], "var_dl_dh": p["var_dl_dh"]}
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("mlp", _mlp_init, lambda activation, options: models.mlp(activation),
+                 _mlp_predict, _mlp_shapes, first_layer=1),
+    Architecture("resmlp", _resmlp_init, _resmlp_model, _resmlp_predict, _resmlp_shapes,
+                 first_layer=0),
+    Architecture("cnn", _cnn_init, _cnn_model, _cnn_predict, _cnn_shapes, first_layer=1),
+)}
+
+
+def architecture_names() -> list[str]:
+  return list(ARCHITECTURES)
+
+
+def get(name: str) -> Architecture:
+  return ARCHITECTURES[check_choice("architecture", name, architecture_names())]
+
+
+def init_networks(arch: Architecture, keys_B: jax.Array, weight_init: Any, *, input_shape,
+                  width: int, depth: int, output_dim: int, bias_init: Any = None,
+                  options: ArchOptions = ArchOptions()) -> Any:
+  """B networks of `arch` from B keys, stacked on a leading axis (eager, one network at a time:
+  each random primitive then compiles once per shape for every initializer and seed)."""
+  nets = [arch.init(k, input_shape=input_shape, width=width, depth=depth, output_dim=output_dim,
+                    weight_init=weight_init, bias_init=bias_init, options=options)
+          for k in keys_B]
+  return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *nets)
+
+
+def parameter_count(arch: Architecture, input_shape, width: int, depth: int, output_dim: int,
+                    options: ArchOptions = ArchOptions()) -> int:
+  """Weights and biases of one network, without listing a very deep network's layers: the
+  built-in architectures' hidden layers are alike, so the count is affine in depth (checked on
+  depths 1 to 3; otherwise every layer is counted)."""
+  def count(k):
+    return sum(math.prod(s) + s[-1] for s in arch.kernel_shapes(input_shape, width, k,
+                                                                output_dim, options))
+  n1, n2, n3 = count(1), count(2), count(3)
+  if n3 - n2 != n2 - n1:
+    return count(depth)
+  return n1 + (depth - 1) * (n2 - n1)
+
+
+def predict_for_init(arch: Architecture, weight_init: str, *, input_shape, width: int,
+                     depth: int, output_dim: int, scale: float = 1.0, sigma2_b: float = 0.0,
+                     activation: str = "relu", options: ArchOptions = ArchOptions(),
+                     init_kwargs: dict | None = None) -> dict[str, np.ndarray]:
+  """`arch.predict` for a registered initializer times a variance multiplier `scale`: each
+  weight's per-fan-in sigma2_w = scale x fan_in x the variance the initializer draws for its
+  shape (He: 2 everywhere; Xavier: 2 fan_in / (fan_in + fan_out))."""
+  shapes = arch.kernel_shapes(input_shape, width, depth, output_dim, options)
+  sigma2_w = [scale * compute_fans(s)[0] * expected_variance(weight_init, s, **(init_kwargs or {}))
+              for s in shapes]
+  return arch.predict(input_shape=input_shape, width=width, depth=depth, output_dim=output_dim,
+                      sigma2_w=sigma2_w, sigma2_b=sigma2_b, activation=activation,
+                      options=options)
