@@ -209,9 +209,9 @@ from initjax import (architectures, batch_training, data, models, probe, propaga
 from initjax.sweep.config import SweepConfig
 import initjax.studies.sweep.config as grouped
 assert SweepConfig is grouped.SweepConfig
-from initjax.probe import redraw, tap
-import initjax.measurement.probe.redraw
-assert redraw is initjax.measurement.probe.redraw
+from initjax.probe import recorder, tap
+import initjax.measurement.probe.recorder
+assert recorder is initjax.measurement.probe.recorder
 assert theory.predict_mlp and theory.depth_scales("relu", 2.0).phase == "critical"
 assert training.TrainSpec is initjax.training.loop.TrainSpec
 assert batch_training.run_networks and data.load_mnist1d and models.Model and architectures.get

@@ -15,8 +15,8 @@ import pytest
 from flax import nnx
 
 from initjax.measurement import probe
-from initjax.measurement.probe import redraw
 from initjax.nn import initializers as I
+from initjax.nn import redraw
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_SEEDS = 256
@@ -194,7 +194,7 @@ def test_gradients_equal_hand_written_backprop(x64):
   # The same through Flax's interception, with kernels and biases redrawn by initjax.
   one = probe.trace(TwoDense(), x, key=jax.random.key(4), weight_init="he_normal",
                     bias_init=I.normal(0.01))
-  p = one["params"]["params"]
+  p = one["params"]        # the "params" collection; other collections are in one["state"]
   outs, grads = _hand_backward(x, p["Dense_0"]["kernel"], p["Dense_0"]["bias"],
                                p["Dense_1"]["kernel"], p["Dense_1"]["bias"])
   assert one["layers"] == ("Dense_0", "Dense_1")
@@ -301,12 +301,14 @@ def test_redraw_does_not_depend_on_other_leaves():
   key = jax.random.key(0)
   small = {"a": {"kernel": jnp.zeros((3, 4))}}
   large = {"a": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)}, "b": {"w": jnp.zeros((2, 2))}}
-  init = I.he_normal()
-  out_small = redraw.redraw(small, key, redraw.param_roles("nnx", small), init, None, 1.0)
-  out_large = redraw.redraw(large, key, redraw.param_roles("pure", large), init, None, 1.0)
-  np.testing.assert_array_equal(out_small["a"]["kernel"], out_large["a"]["kernel"])
-  assert redraw.param_roles("pure", large) == {"a/kernel": "kernel", "a/bias": "bias",
-                                               "b/w": "kernel"}
+
+  def drawn(params):
+    plan = redraw.plan(redraw.leaves_by_name(params), I.he_normal())
+    return redraw.apply(plan.static, params, key, plan.select_CxL[0], plan.std_CxL[0])
+
+  np.testing.assert_array_equal(drawn(small)["a"]["kernel"], drawn(large)["a"]["kernel"])
+  assert {leaf.name: leaf.role for leaf in redraw.leaves_by_name(large)} == {
+      "a/kernel": "kernel", "a/bias": "bias", "b/w": "kernel"}
 
 
 class Image(nn.Module):

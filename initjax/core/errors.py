@@ -20,3 +20,8 @@ def check_choice(kind: str, name, choices) -> str:
   if name not in choices:
     raise ValueError(f"Unknown {kind} {name!r}; valid choices: {', '.join(choices)}")
   return name
+
+
+class ModelError(ValueError):
+  """A model, a call argument or an initializer that initjax cannot use with it; one line that
+  names the model (or parameter paths) and what is wrong, raised before anything compiles."""

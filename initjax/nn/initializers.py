@@ -367,7 +367,21 @@ def draws_plain_normal(name: str) -> bool:
   """Whether registry `name` draws N(0, variance) (He, Xavier, LeCun normal, normal): such
   initializers differ only in their per-layer variance, so one program that draws unit normals
   and scales them serves them all (`initjax.propagation.measure`)."""
-  return _resolve(name, {})[0] in (he_normal, xavier_normal, lecun_normal, normal)
+  return family(name) == "normal"
+
+
+_FAMILIES = {he_normal: "normal", xavier_normal: "normal", lecun_normal: "normal",
+             normal: "normal", he_truncated_normal: "truncated_normal", he_uniform: "uniform",
+             xavier_uniform: "uniform", lecun_uniform: "uniform"}
+
+
+def family(name: str) -> str | None:
+  """The distribution registry `name` draws for a real dtype, as one of `DISTRIBUTIONS`, when it
+  is that distribution times a per-shape standard deviation sqrt(`expected_variance`) (He,
+  Xavier, LeCun, normal); None for the others (orthogonal, zeros, constant). Initializers of one
+  family differ only in that standard deviation, so one compiled program that draws the unit
+  distribution and scales it serves them all (`initjax.nn.redraw`)."""
+  return _FAMILIES.get(_resolve(name, {})[0])
 
 
 def _fan_variance(scale: float, mode: str, shape, args: dict) -> float:

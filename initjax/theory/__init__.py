@@ -9,6 +9,7 @@ Modules (this package exports the names users call, as `initjax.theory.<name>`):
   finite_width   the spread of one finite-width network around the mean field (Hanin & Rolnick)
   residual       the residual MLP's variance recursion (`predict_resmlp`)
   convolutional  the 1-D CNN's variance recursion (`predict_cnn`)
+  recurrent      a vanilla RNN's recursion over time steps (`predict_rnn`)
   architectures  the built-in architectures by name: each record ties a network of
                  `initjax.nn` to its prediction
 
@@ -22,6 +23,7 @@ from initjax.theory.mean_field import (FixedPoint, chi_1, fixed_point_q, q_fixed
                                        reached_fixed_point)
 from initjax.theory.phases import (DepthScales, PhaseBoundary, c_map, critical_line,
                                    critical_weight_variance, depth_scales, phase_boundary)
+from initjax.theory.recurrent import predict_rnn
 from initjax.theory.residual import predict_resmlp
 from initjax.theory.variance import (MLPPrediction, activation_moments, decades_per_layer,
                                      he_backward_variance, he_forward_variance,
@@ -34,6 +36,6 @@ __all__ = [
     "decades_per_layer", "depth_scales", "fixed_point_q", "gaussian_expectation",
     "he_backward_variance", "he_forward_variance", "log_variance_spread", "phase_boundary",
     "preactivation_mean", "preactivation_variance", "predict_cnn", "predict_mlp",
-    "predict_resmlp", "q_fixed_points", "q_map", "reached_fixed_point", "relu_next_variance",
+    "predict_resmlp", "predict_rnn", "q_fixed_points", "q_map", "reached_fixed_point", "relu_next_variance",
     "xavier_forward_variance", "xavier_variance",
 ]

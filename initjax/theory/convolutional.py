@@ -4,14 +4,14 @@
     (k = 1..K-1, K convolutional layers of C channels, kernel size s, stride 1, length L kept),
     f_out = Omega_out flatten(h_K) + beta_out
 
-Padding (`initjax.convolutional.PADDINGS`) and the theory: with "circular" padding every output position sums exactly
-s C_in inputs, so the variance recursion is the MLP's, q_{k+1} = sigma2_w E[a[f]^2] + sigma2_b
-(sigma2_w = fan_in Var[W]). With "zero" padding ('SAME') the r = (s - 1) / 2 positions at each
-edge see fewer inputs: the mean-field variance becomes a profile over positions,
+Padding (`initjax.convolutional.PADDINGS`) and the theory: with "circular" padding every output
+position sums exactly s C_in inputs, so the variance recursion is the MLP's, q_{k+1} = sigma2_w
+E[a[f]^2] + sigma2_b (sigma2_w = fan_in Var[W]). With "zero" padding ('SAME') the r = (s - 1) / 2
+positions at each edge see fewer inputs: the mean-field variance becomes a profile over positions,
 q_{k+1}(i) = sigma2_w mean_{|d| <= r} m_k(i + d) + sigma2_b with m_k = E[a[f_k]^2] and m = 0
-outside the sequence, so signal is lost at the edges and the loss creeps inwards by r positions
-per layer. `predict_cnn` iterates that profile (and its transpose for the gradients) and reports
-the pooled variance, the mean over positions.
+outside the sequence, so signal is lost at the edges and the loss creeps inwards by r positions per
+layer. `predict_cnn` iterates that profile (and its transpose for the gradients) and reports the
+pooled variance, the mean over positions.
 """
 from __future__ import annotations
 

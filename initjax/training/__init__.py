@@ -16,16 +16,17 @@ Training imports measurement, theory, `initjax.nn` and `initjax.core`, never the
 """
 from initjax.training.loop import (TASKS, TrainSpec, TrainState, batch_loss, epoch_order,
                                    epoch_permutation, eval_steps, evaluate, finish, init_networks,
-                                   init_records, init_state, layer_statistics,
+                                   init_records, init_state, layer_statistics, loss_and_state,
                                    mask_after_divergence, minibatch, minibatch_indices,
                                    minibatch_loss, record, record_chunk, stack_params,
-                                   stats_steps, train_chunk, train_network,
+                                   step_rng, stats_steps, train_chunk, train_network,
                                    train_network_jit, train_networks, train_step)
 
 __all__ = [
     "TASKS", "TrainSpec", "TrainState", "batch_loss", "epoch_order", "epoch_permutation",
     "eval_steps", "evaluate", "finish", "init_networks", "init_records", "init_state",
-    "layer_statistics", "mask_after_divergence", "minibatch", "minibatch_indices",
-    "minibatch_loss", "record", "record_chunk", "stack_params", "stats_steps", "train_chunk",
-    "train_network", "train_network_jit", "train_networks", "train_step",
+    "layer_statistics", "loss_and_state", "mask_after_divergence", "minibatch",
+    "minibatch_indices", "minibatch_loss", "record", "record_chunk", "stack_params",
+    "stats_steps", "step_rng", "train_chunk", "train_network", "train_network_jit",
+    "train_networks", "train_step",
 ]

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initjax.core import parallel
+from initjax.core.errors import ModelError
 from initjax.nn.models import Model
 from initjax.training.loop import (TrainSpec, TrainState, finish, init_state, record, record_chunk,
                                    train_step)
@@ -54,27 +55,51 @@ def state_axes(state: TrainState, stacked: tuple[str, ...]) -> TrainState:
   return TrainState(
       params=jax.tree_util.tree_map_with_path(axis, state.params),
       opt_state=jax.tree_util.tree_map_with_path(axis, state.opt_state),
-      perm_N=0, diverged_step=0, records=jax.tree.map(lambda _: 0, state.records))
+      perm_N=0, diverged_step=0, records=jax.tree.map(lambda _: 0, state.records),
+      model_state=jax.tree.map(lambda _: 0, state.model_state))
+
+
+def _check_one(model: Model, spec: TrainSpec, params, state, data) -> TrainState:
+  """One network's state and step, abstractly: a model that cannot train with the state given
+  is one line here, before anything compiles."""
+  def one(p, s, d):
+    st = init_state(model, p, 0.1, d, spec, s)
+    return train_step(st, 0, 0.1, jax.random.key(0), model=model, data=d, spec=spec)[0]
+  try:
+    return jax.eval_shape(one, params, state, data)
+  except ModelError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    hint = ""
+    if model.stateful and not jax.tree.leaves(state):
+      hint = " (a model with state, such as batch statistics, needs state_B from models.networks)"
+    elif "immutable" in line or "mutable" in line:
+      hint = (" (in eval mode the model still updates its state: pass eval_kwargs that switch "
+              "it to running averages, e.g. {'train': False})")
+    raise ModelError(f"run_networks: {model.name} cannot train: {type(e).__name__}: "
+                     f"{line}{hint}") from e
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(model: Model, spec: TrainSpec, params_struct: Any, data_struct: Any
-              ) -> dict[str, Any]:
+def _programs(model: Model, spec: TrainSpec, params_struct: Any, data_struct: Any,
+              state_struct: Any) -> dict[str, Any]:
   """The jitted pieces for one block of networks (model, spec, shapes): init, advance, finish."""
   params_tree = jax.tree.unflatten(params_struct[0], params_struct[1])
   data_tree = jax.tree.unflatten(data_struct[0], data_struct[1])
-  one = jax.eval_shape(lambda p, d: init_state(model, p, 0.1, d, spec), params_tree, data_tree)
+  state_tree = jax.tree.unflatten(state_struct[0], state_struct[1])
+  one = _check_one(model, spec, params_tree, state_tree, data_tree)
   axes = state_axes(one, model.stacked)
   size = record_chunk(spec)
 
   @jax.jit
-  def init_block(params_B, lrs_B, data):
-    return jax.vmap(lambda p, lr: init_state(model, p, lr, data, spec), out_axes=axes)(
-        params_B, lrs_B)
+  def init_block(params_B, lrs_B, model_state_B, data):
+    return jax.vmap(lambda p, lr, s: init_state(model, p, lr, data, spec, s), out_axes=axes)(
+        params_B, lrs_B, model_state_B)
 
   def advance_block(state_B, keys_B, lrs_B, first_chunk, data, *, num_chunks):
     rec = jax.vmap(lambda s, step: s._replace(
-        records=record(s.records, s.params, step, model, data, spec)),
+        records=record(s.records, s.params, step, model, data, spec, s.model_state)),
                    in_axes=(axes, None), out_axes=axes)
     step_fn = jax.vmap(functools.partial(train_step, model=model, data=data, spec=spec),
                        in_axes=(axes, None, 0, 0), out_axes=(axes, 0))
@@ -88,10 +113,14 @@ def _programs(model: Model, spec: TrainSpec, params_struct: Any, data_struct: An
                                  first_chunk + jnp.arange(num_chunks, dtype=jnp.int32))
     return state, losses.reshape(num_chunks * size, -1).T
 
+  def finish_one(state, losses, key, data):
+    records = finish(state, losses, key, model=model, data=data, spec=spec)
+    return records, {"params": state.params, "model_state": state.model_state}
+
   @jax.jit
   def finish_block(state_B, losses_B, keys_B, data):
-    return jax.vmap(functools.partial(finish, model=model, data=data, spec=spec),
-                    in_axes=(axes, 0, 0))(state_B, losses_B, keys_B)
+    return jax.vmap(functools.partial(finish_one, data=data), in_axes=(axes, 0, 0))(
+        state_B, losses_B, keys_B)
 
   advance = functools.lru_cache(maxsize=4)(
       lambda n: jax.jit(functools.partial(advance_block, num_chunks=n)))
@@ -105,10 +134,50 @@ def _structure(tree: Any, leading: bool) -> tuple:
                                              jnp.result_type(a)) for a in leaves)
 
 
+def _leading_sizes(name: str, tree: Any) -> set[int]:
+  sizes = set()
+  for leaf in jax.tree.leaves(tree):
+    if np.ndim(leaf) == 0:
+      raise ModelError(f"run_networks: {name} must carry a leading network axis; it has a "
+                       "scalar leaf")
+    sizes.add(int(np.shape(leaf)[0]))
+  return sizes
+
+
+def check_batch(params_B: Any, data_keys_B: Any, learning_rates_B: Any,
+                state_B: Any = None) -> int:
+  """B, the number of networks, if every argument has it as its leading axis; else one
+  ModelError line naming the arguments and their sizes (before anything compiles)."""
+  lrs = np.asarray(learning_rates_B)
+  if lrs.ndim != 1:
+    raise ModelError(f"run_networks: learning_rates_B must be 1-D (one per network); got shape "
+                     f"{lrs.shape}")
+  sizes = {"params_B": _leading_sizes("params_B", params_B),
+           "data_keys_B": {int(np.shape(data_keys_B)[0])} if np.ndim(data_keys_B) else set(),
+           "learning_rates_B": {lrs.shape[0]}}
+  if state_B is not None:
+    sizes["state_B"] = _leading_sizes("state_B", state_B)
+  if not sizes["params_B"]:
+    raise ModelError("run_networks: params_B has no arrays")
+  if not sizes["data_keys_B"]:
+    raise ModelError("run_networks: data_keys_B must be one key per network, e.g. "
+                     "jax.random.split(key, B)")
+  flat = {n: v for n, v in sizes.items() if v}
+  if len({x for v in flat.values() for x in v}) != 1:
+    listed = ", ".join(f"{n} {'/'.join(map(str, sorted(v)))}" for n, v in flat.items())
+    raise ModelError(f"run_networks: the arguments disagree on the number of networks (their "
+                     f"leading axes): {listed}")
+  b = next(iter(flat["learning_rates_B"]))
+  if b == 0:
+    raise ModelError("run_networks: no networks to train (B = 0)")
+  return b
+
+
 def run_networks(model: Model, params_B: Any, data_keys_B: jax.Array,
                  learning_rates_B: Any, data: dict[str, jax.Array], spec: TrainSpec, *,
-                 devices: Sequence[Any] | None = None, block: int | None = None,
-                 checkpoint: Checkpoint | None = None) -> dict[str, np.ndarray]:
+                 state_B: Any = None, devices: Sequence[Any] | None = None,
+                 block: int | None = None, checkpoint: Checkpoint | None = None,
+                 return_final: bool = False) -> dict[str, Any]:
   """Trains B networks; returns their records (`initjax.training`) as NumPy arrays, leading
   axis B.
 
@@ -118,37 +187,50 @@ def run_networks(model: Model, params_B: Any, data_keys_B: jax.Array,
       axis, B data keys, B learning rates.
     data: x_train, y_train, x_test, y_test arrays.
     spec: the static `TrainSpec`.
+    state_B: a stateful model's B initial states (`initjax.models.networks`): batch statistics
+      are updated as the model's library updates them in train mode and used in eval mode (the
+      test metrics), each network and step draws its own dropout randomness, and the state is
+      checkpointed with the parameters.
     devices: where to train (default: all local devices; a CPU's cores are its workers).
     block: networks per worker per call (default `parallel.default_block`: one on CPU workers,
       else B spread evenly over the workers). Results depend on it, never on the number of
       devices.
     checkpoint: optional; saves and restores the state between segments.
+    return_final: also return "final_params" and "final_state", the trained networks (pytrees
+      with a leading axis B).
+
+  Raises:
+    ModelError (one line, before anything compiles): arguments that disagree on B, a model
+    that cannot train with the state given.
   """
+  b = check_batch(params_B, data_keys_B, learning_rates_B, state_B)
+  state_B = {} if state_B is None else state_B
   work = parallel.workers(devices)
   lrs_B = jnp.asarray(learning_rates_B, jnp.float32)
-  b = lrs_B.shape[0]
   block = int(block or parallel.default_block(b, work))
-  padded, _ = parallel.pad_leading((params_B, data_keys_B, lrs_B), block)
+  padded, _ = parallel.pad_leading((params_B, data_keys_B, lrs_B, state_B), block)
   blocks = parallel.split_leading(padded, block)
-  programs = _programs(model, spec, _structure(params_B, True), _structure(data, False))
+  programs = _programs(model, spec, _structure(params_B, True), _structure(data, False),
+                       _structure(state_B, True))
   total = spec.steps // record_chunk(spec)
   every = min(total, int(checkpoint.every_chunks)) if checkpoint else total
   saved = checkpoint.restore() if checkpoint else None
   done = list(saved["done"]) if saved else []
   rounds = [blocks[i:i + len(work)] for i in range(0, len(blocks), len(work))]
   for r in range(len(done), len(rounds)):
-    mine = rounds[r]                                # [(params, keys, lrs)] per worker
+    mine = rounds[r]                                # [(params, keys, lrs, state)] per worker
     if saved is not None and saved["round"] == r:
       treedef = jax.tree.structure(programs["axes"])
       states = [jax.tree.unflatten(treedef, leaves) for leaves in saved["state"]]
       losses, c0 = [np.asarray(saved["losses"])], int(saved["chunk"])
     else:
-      states = parallel.run_blocks(programs["init"], [(p, lr) for p, _, lr in mine], work, data)
+      states = parallel.run_blocks(programs["init"], [(p, lr, s) for p, _, lr, s in mine], work,
+                                   data)
       losses, c0 = [], 0
     while c0 < total:
       n = min(every, total - c0)
       out = parallel.run_blocks(programs["advance"](n),
-                                [(st, k, lr, np.int32(c0)) for st, (_, k, lr) in zip(states, mine)],
+                                [(st, m[1], m[2], np.int32(c0)) for st, m in zip(states, mine)],
                                 work, data)
       states = [o[0] for o in out]
       losses.append(np.stack([np.asarray(o[1]) for o in out]))   # (blocks, block, steps)
@@ -158,10 +240,27 @@ def run_networks(model: Model, params_B: Any, data_keys_B: jax.Array,
             _payload, r, c0, c0 * record_chunk(spec), states, losses, done))
     loss_S = np.concatenate(losses, axis=2)
     outs = parallel.run_blocks(programs["finish"],
-                               [(st, loss_S[i], k) for i, (st, (_, k, _)) in
+                               [(st, loss_S[i], m[1]) for i, (st, m) in
                                 enumerate(zip(states, mine))], work, data)
-    done.append({k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]})
-  return {k: np.concatenate([d[k] for d in done])[:b] for k in done[0]}
+    records = {k: np.concatenate([np.asarray(o[0][k]) for o in outs]) for k in outs[0][0]}
+    if return_final:
+      finals = [jax.tree.leaves(o[1]) for o in outs]
+      records.update({f"{_FINAL}{i}": np.concatenate([np.asarray(f[i]) for f in finals])
+                      for i in range(len(finals[0]))})
+    done.append(records)
+  result = {k: np.concatenate([d[k] for d in done])[:b] for k in done[0]
+            if not k.startswith(_FINAL)}
+  if return_final:
+    treedef = jax.tree.structure(jax.eval_shape(lambda: {"params": params_B,
+                                                         "model_state": state_B}))
+    leaves = [np.concatenate([d[f"{_FINAL}{i}"] for d in done])[:b]
+              for i in range(treedef.num_leaves)]
+    final = jax.tree.unflatten(treedef, leaves)
+    result["final_params"], result["final_state"] = final["params"], final["model_state"]
+  return result
+
+
+_FINAL = "__final_leaf_"
 
 
 def _payload(round_index, chunk, steps, states, losses, done) -> dict[str, Any]:

@@ -46,7 +46,8 @@ import optax
 
 from initjax.core import parallel
 from initjax.core.errors import check_choice
-from initjax.nn.models import Model
+from initjax.nn.adapters import RNG_STREAM
+from initjax.nn.models import Model, forward_eval, forward_train
 from initjax.nn.networks import Params, init_mlp
 from initjax.training.optimizers import check_optimizer, get_optimizer
 
@@ -104,9 +105,10 @@ def batch_loss(f_out_NxO: jax.Array, y_N: jax.Array, task: str) -> jax.Array:
 
 
 def evaluate(model: Model, params: Params, x_NxD: jax.Array, y_N: jax.Array,
-             task: str) -> dict[str, jax.Array]:
-  """Loss (and accuracy, for classification) of the network on a whole data set."""
-  f_out = model.apply(params, x_NxD)
+             task: str, model_state: Any = ()) -> dict[str, jax.Array]:
+  """Loss (and accuracy, for classification) of the network on a whole data set, in eval mode
+  (a stateful model's running statistics, no dropout)."""
+  f_out = forward_eval(model, params, model_state, x_NxD)
   out = {"loss": batch_loss(f_out, y_N, task)}
   if task == "classification":
     out["accuracy"] = jnp.mean(jnp.argmax(f_out, axis=-1) == y_N)
@@ -139,26 +141,35 @@ class TrainState(NamedTuple):
   perm_N: jax.Array          # the current epoch's order of the training examples
   diverged_step: jax.Array   # first step with a non-finite loss, -1 if none
   records: dict              # the recorded metrics so far (`init_records`)
+  model_state: Any = ()      # a stateful model's state (batch statistics, RNG state)
+
+
+def step_rng(data_key: jax.Array, step) -> jax.Array:
+  """The forward-pass randomness (dropout) of a network's step: folded from its key and the
+  step, so that every network and every step draws its own."""
+  return jax.random.fold_in(jax.random.fold_in(data_key, RNG_STREAM), step)
 
 
 def _stats_batch(data: dict, spec: TrainSpec):
   return data["x_train"][:spec.stats_batch_size], data["y_train"][:spec.stats_batch_size]
 
 
-def layer_statistics(model: Model, params: Params, x, y, spec: TrainSpec) -> dict[str, jax.Array]:
+def layer_statistics(model: Model, params: Params, x, y, spec: TrainSpec,
+                     model_state: Any = ()) -> dict[str, jax.Array]:
   """The model's per-layer statistics and the loss on (x, y) ({"loss"} alone without any)."""
   loss_fn = functools.partial(batch_loss, task=spec.task)
   if model.layer_statistics is None:
-    return {"loss": loss_fn(model.apply(params, x), y)}
+    return {"loss": loss_fn(forward_eval(model, params, model_state, x), y)}
   return model.layer_statistics(params, x, y, loss_fn)
 
 
-def init_records(model: Model, params: Params, data: dict, spec: TrainSpec) -> dict:
+def init_records(model: Model, params: Params, data: dict, spec: TrainSpec,
+                 model_state: Any = ()) -> dict:
   """The record arrays of one network, NaN until their step is recorded."""
   dtype = data["x_train"].dtype
   n_eval, n_stats = eval_steps(spec).shape[0], stats_steps(spec).shape[0]
-  shapes = jax.eval_shape(lambda p, x, y: layer_statistics(model, p, x, y, spec), params,
-                          *_stats_batch(data, spec))
+  shapes = jax.eval_shape(lambda p, s, x, y: layer_statistics(model, p, x, y, spec, s), params,
+                          model_state, *_stats_batch(data, spec))
   records = {"test_loss": jnp.full((n_eval,), jnp.nan, dtype),
              "stats_loss": jnp.full((n_stats,), jnp.nan, dtype)}
   for name, shape in shapes.items():
@@ -170,15 +181,16 @@ def init_records(model: Model, params: Params, data: dict, spec: TrainSpec) -> d
 
 
 def init_state(model: Model, params: Params, learning_rate, data: dict,
-               spec: TrainSpec) -> TrainState:
-  """A network before its first step."""
+               spec: TrainSpec, model_state: Any = ()) -> TrainState:
+  """A network before its first step (`model_state`: a stateful model's initial state)."""
   if spec.batch_size > data["x_train"].shape[0]:
     raise ValueError(f"batch_size {spec.batch_size} exceeds the {data['x_train'].shape[0]} "
                      "training examples")
   optimizer = get_optimizer(spec.optimizer, learning_rate)
   return TrainState(params, optimizer.init(params),
                     jnp.zeros((data["x_train"].shape[0],), jnp.int32),
-                    jnp.array(-1, jnp.int32), init_records(model, params, data, spec))
+                    jnp.array(-1, jnp.int32), init_records(model, params, data, spec, model_state),
+                    model_state)
 
 
 def _write(records: dict, values: dict, slot, dtype) -> dict:
@@ -186,18 +198,18 @@ def _write(records: dict, values: dict, slot, dtype) -> dict:
 
 
 def record(records: dict, params: Params, step, model: Model, data: dict,
-           spec: TrainSpec) -> dict:
+           spec: TrainSpec, model_state: Any = ()) -> dict:
   """Records whatever is scheduled at `step`: test metrics and/or per-layer statistics."""
   dtype = data["x_train"].dtype
   eval_at, stats_at = jnp.asarray(eval_steps(spec)), jnp.asarray(stats_steps(spec))
 
   def evaluation(r):
-    metrics = evaluate(model, params, data["x_test"], data["y_test"], spec.task)
+    metrics = evaluate(model, params, data["x_test"], data["y_test"], spec.task, model_state)
     return _write(r, {"test_" + k: v for k, v in metrics.items()},
                   jnp.argmax(eval_at == step), dtype)
 
   def statistics(r):
-    stats = layer_statistics(model, params, *_stats_batch(data, spec), spec)
+    stats = layer_statistics(model, params, *_stats_batch(data, spec), spec, model_state)
     stats["stats_loss"] = stats.pop("loss")
     return _write(r, stats, jnp.argmax(stats_at == step), dtype)
 
@@ -225,8 +237,17 @@ def epoch_order(perm_N: jax.Array, data_key: jax.Array, step, n_train: int,
                       lambda: perm_N)
 
 
-def minibatch_loss(params: Params, x, y, model: Model, spec: TrainSpec) -> jax.Array:
-  return batch_loss(model.apply(params, x), y, spec.task)
+def minibatch_loss(params: Params, x, y, model: Model, spec: TrainSpec, model_state: Any = (),
+                   rng: jax.Array | None = None) -> jax.Array:
+  """The training loss of a minibatch (train mode: dropout on, batch statistics)."""
+  return loss_and_state(params, x, y, model, spec, model_state, rng)[0]
+
+
+def loss_and_state(params: Params, x, y, model: Model, spec: TrainSpec, model_state: Any = (),
+                   rng: jax.Array | None = None) -> tuple[jax.Array, Any]:
+  """(the training loss of a minibatch, the model state after its forward pass)."""
+  out, new_state = forward_train(model, params, model_state, x, rng)
+  return batch_loss(out, y, spec.task), new_state
 
 
 def train_step(state: TrainState, step, learning_rate, data_key, *, model: Model, data: dict,
@@ -236,8 +257,9 @@ def train_step(state: TrainState, step, learning_rate, data_key, *, model: Model
   optimizer state are frozen (`jnp.where`, per network: the others of a vmap are unaffected)."""
   optimizer = get_optimizer(spec.optimizer, learning_rate)
   perm_N = epoch_order(state.perm_N, data_key, step, data["x_train"].shape[0], spec)
-  loss, grads = jax.value_and_grad(minibatch_loss)(
-      state.params, *minibatch(data, perm_N, step, spec), model, spec)
+  rng = step_rng(data_key, step) if model.stateful else None
+  (loss, new_model_state), grads = jax.value_and_grad(loss_and_state, has_aux=True)(
+      state.params, *minibatch(data, perm_N, step, spec), model, spec, state.model_state, rng)
   diverged_step = jnp.where((state.diverged_step < 0) & ~jnp.isfinite(loss), step,
                             state.diverged_step)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -245,7 +267,7 @@ def train_step(state: TrainState, step, learning_rate, data_key, *, model: Model
   keep = functools.partial(jnp.where, diverged_step < 0)  # frozen from the diverged step on
   return TrainState(jax.tree.map(keep, new_params, state.params),
                     jax.tree.map(keep, new_opt_state, state.opt_state), perm_N, diverged_step,
-                    state.records), loss
+                    state.records, jax.tree.map(keep, new_model_state, state.model_state)), loss
 
 
 def train_chunk(state: TrainState, chunk, learning_rate, data_key, *, model: Model, data: dict,
@@ -254,7 +276,7 @@ def train_chunk(state: TrainState, chunk, learning_rate, data_key, *, model: Mod
   returns the state and the chunk's minibatch losses."""
   size = record_chunk(spec)
   state = state._replace(records=record(state.records, state.params, chunk * size, model, data,
-                                        spec))
+                                        spec, state.model_state))
   step_fn = functools.partial(train_step, learning_rate=learning_rate, data_key=data_key,
                               model=model, data=data, spec=spec)
   return jax.lax.scan(step_fn, state, chunk * size + jnp.arange(size, dtype=jnp.int32))
@@ -282,16 +304,19 @@ def finish(state: TrainState, losses_S, data_key, *, model: Model, data: dict,
   n_train = data["x_train"].shape[0]
   final = jnp.array(spec.steps, jnp.int32)
   perm_N = epoch_order(state.perm_N, data_key, final, n_train, spec)
-  loss_final = minibatch_loss(state.params, *minibatch(data, perm_N, final, spec), model, spec)
+  rng = step_rng(data_key, final) if model.stateful else None
+  loss_final = minibatch_loss(state.params, *minibatch(data, perm_N, final, spec), model, spec,
+                              state.model_state, rng)
   diverged_step = jnp.where((state.diverged_step < 0) & ~jnp.isfinite(loss_final), final,
                             state.diverged_step)
-  records = record(state.records, state.params, final, model, data, spec)
+  records = record(state.records, state.params, final, model, data, spec, state.model_state)
   train_loss = jnp.concatenate([losses_S, loss_final[None]])
   return mask_after_divergence(records, train_loss, diverged_step, spec)
 
 
 def train_network(model: Model, params: Params, data_key: jax.Array, learning_rate,
-                  data: dict[str, jax.Array], spec: TrainSpec) -> dict[str, jax.Array]:
+                  data: dict[str, jax.Array], spec: TrainSpec,
+                  model_state: Any = ()) -> dict[str, jax.Array]:
   """Trains one network for spec.steps steps; returns the records listed in the module docstring.
 
   Args:
@@ -301,8 +326,9 @@ def train_network(model: Model, params: Params, data_key: jax.Array, learning_ra
     learning_rate: a scalar (may be traced: vmapping over it shares one compiled program).
     data: x_train, y_train, x_test, y_test device arrays (`initjax.data.device_arrays`).
     spec: the static `TrainSpec`.
+    model_state: a stateful model's initial state (`initjax.models.networks`).
   """
-  state = init_state(model, params, learning_rate, data, spec)
+  state = init_state(model, params, learning_rate, data, spec, model_state)
   chunk_fn = functools.partial(train_chunk, learning_rate=learning_rate, data_key=data_key,
                                model=model, data=data, spec=spec)
   state, loss_CxG = jax.lax.scan(chunk_fn, state,
