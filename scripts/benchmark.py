@@ -21,6 +21,9 @@ Sections (`scripts/bench/`, one module each):
   training      (child) depth-30 ReLU MLPs trained with momentum SGD, widths 100 and 32:
                 `run_networks` against a PyTorch loop over seeds and torch.func vmap
   cnn           (child) the 1-D CNN: vmapped against a per-seed loop and PyTorch
+  models        (child) the probe against a PyTorch loop with hooks; compiles per initializer
+                comparison; nn.RNN's probe compile time at 50 and 200 steps; a BatchNorm
+                ResNet's vmapped training against a PyTorch loop
   compile       compile time of the propagation and training programs by depth
   memory        (child) peak resident memory of a 10,000-seed propagation run
   sweep_start   (child) cold vs warm start of `python -m experiments.sweep` with a fresh
@@ -50,7 +53,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # pylint: disable-next=wrong-import-position
 from bench import children, machine, modes, report, table, torch_peers
 
-ORDER = ("matmul", "propagation", "training", "cnn", "compile", "memory", "sweep_start")
+ORDER = ("matmul", "propagation", "training", "cnn", "models", "compile", "memory",
+         "sweep_start")
 CHILD_TIMEOUT_S = 3600.0
 
 FLOP_CONVENTION = (

@@ -377,3 +377,52 @@ def test_equinox_without_equinox_is_one_line(monkeypatch):
     probe.measure(models.equinox(lambda key: None), jnp.ones((2, 3)), key=jax.random.key(0),
                   num_seeds=1)
   assert "\n" not in str(e.value)
+
+
+class HiddenLayer(nn.Module):
+  @nn.compact
+  def __call__(self, h, _):
+    return nn.relu(nn.Dense(16)(h)), None
+
+
+class ScannedMLP(nn.Module):
+  """Five hidden layers stacked by nn.scan (parameters with a leading layer axis)."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(16)(x)
+    h, _ = nn.scan(HiddenLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                   length=5)()(h, None)
+    return nn.Dense(2)(h)
+
+
+class Jitted(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return jax.jit(lambda v: probe.tap("inner", jnp.tanh(v)))(nn.Dense(8)(x))
+
+
+def test_scanned_layers_vmapped_layers_and_a_jit_inside():
+  x = jax.random.normal(jax.random.key(0), (8, 4))
+  # nn.scan over depth: the stacked kernel (5, 16, 16) has fan_in 16 (read from the raw shape,
+  # it would be 5 x 16), and each scanned layer is an entry of its own.
+  rows = _rows(ScannedMLP(), x, weight_init="he_normal")
+  assert rows["params/ScanHiddenLayer_0/Dense_0/kernel"]["fan_in"] == 16
+  assert _within(rows["params/ScanHiddenLayer_0/Dense_0/kernel"]["variance"], 2 / 16, 5 * 256)
+  stats = probe.measure(ScannedMLP(), x, key=jax.random.key(1), num_seeds=2,
+                        weight_init="he_normal")
+  assert stats["layers"] == ("Dense_0",) + tuple(f"ScanHiddenLayer_0/Dense_0[{i}]" for i in range(5)) \
+      + ("Dense_1",)
+  # nn.vmap: the vmapped layer is one layer with its vmapped axis.
+  vmapped = nn.vmap(nn.Dense, variable_axes={"params": 0}, split_rngs={"params": True})(3)
+  assert probe.layers(vmapped, jnp.stack([x, x])) == {"Dense": (2, 8, 3)}   # the top module
+  # A jit inside the model cannot be recorded inside: its enclosing layers are, no refusal.
+  assert probe.layers(Jitted(), x) == {"Dense_0": (8, 8)}
+
+
+def test_equinox_trace_and_linen_from_flax_unhashable():
+  eqx = pytest.importorskip("equinox")
+  model = models.equinox(lambda key: eqx.nn.MLP(6, 2, 8, 1, key=key))
+  one = probe.trace(model, jnp.ones((3, 6)), key=jax.random.key(0), weight_init="he_normal")
+  assert set(one["outputs"]) == {"layers/0", "layers/1"}
+  assert one["outputs"]["layers/0"].shape == (3, 8)

@@ -186,3 +186,17 @@ def test_model_errors_are_one_line():
     batch_training.run_networks(net.model, net.params, jax.random.split(jax.random.key(2), 2),
                                 np.zeros(2), DATA, SPEC, state_B=net.state)
   assert "\n" not in str(e.value)
+
+
+def test_equinox_mlp_trains_and_from_flax_takes_unhashable_modules():
+  eqx = pytest.importorskip("equinox")
+  net = models.networks(models.equinox(lambda key: eqx.nn.MLP(LENGTH, CLASSES, 16, 1, key=key)),
+                        jax.random.split(jax.random.key(0), 2), DATA["x_train"][:4],
+                        weight_init="he_normal")
+  out = batch_training.run_networks(net.model, net.params, jax.random.split(jax.random.key(1), 2),
+                                    np.full(2, 1e-2), DATA, SPEC, state_B=net.state)
+  assert np.all(out["train_loss"][:, -5:].mean(1) < out["train_loss"][:, :5].mean(1))
+  # from_flax with a list attribute (not hashable): the same Model for an equal module.
+  a = models.from_flax(ResNet(stages=[8]), {"train": True}, {"train": False})
+  b = models.from_flax(ResNet(stages=[8]), {"train": True}, {"train": False})
+  assert a is b

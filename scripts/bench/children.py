@@ -23,6 +23,7 @@ from bench.paths import REPO, SCRIPT
 SECTIONS: dict[str, tuple[str, str, bool]] = {
     "training": ("bench.training", "run_mlp", True),
     "cnn": ("bench.training", "run_cnn", True),
+    "models": ("bench.models", "run", True),
     "memory": ("bench.memory", "run", True),
     "sweep_start": ("bench.sweep_start", "run", False),
 }

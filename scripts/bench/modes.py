@@ -30,6 +30,10 @@ FULL: dict[str, Any] = dict(
                   steps=200, repeats=3, learning_rate=0.01, torch_processes=True),
     cnn=dict(depth=6, channels=32, kernel_size=5, padding="circular", batch=100, networks=8,
              steps=20, repeats=3, learning_rate=0.01, torch_processes=True),
+    models=dict(probe=dict(depth=6, width=256, batch=256, seeds=256, loop_seeds=32, repeats=3),
+                comparison=dict(d_model=64, tokens=16, seeds=8),
+                rnn_compile=dict(hidden=64, steps=(50, 200), repeats=2),
+                bn_resnet=dict(networks=8, steps=50, batch=100, channels=32, repeats=2)),
     compile=dict(depths=(10, 50, 200), batch=100, repeats=3),
     memory=dict(num_seeds=10000, batch_size=100),
     sweep=dict(flags=[], timeout_s=1800))
@@ -47,6 +51,11 @@ MODES: dict[str, dict[str, Any]] = {
         FULL, matmul=dict(repeats=10),
         propagation=dict(seeds={100: 64, 1000: 8}, loop_seeds={100: 6, 1000: 2}, repeats=5),
         training=dict(steps=100), cnn=dict(networks=4, repeats=2), compile=dict(repeats=1),
+        models=dict(probe=dict(depth=6, width=256, batch=256, seeds=128, loop_seeds=16,
+                               repeats=2),
+                    comparison=dict(d_model=64, tokens=16, seeds=8),
+                    rnn_compile=dict(hidden=64, steps=(50, 200), repeats=1),
+                    bn_resnet=dict(networks=4, steps=30, batch=100, channels=32, repeats=1)),
         sweep=dict(flags=SWEEP_QUICK, timeout_s=900)),
     # Tiny: both width slots use the same width, so the second reuses the compiled programs of
     # the first (compilation is most of a tiny run's time), and no PyTorch worker processes are
@@ -62,6 +71,10 @@ MODES: dict[str, dict[str, Any]] = {
                       repeats=1, learning_rate=0.01, torch_processes=False),
         cnn=dict(depth=2, channels=4, kernel_size=3, padding="circular", batch=8, networks=2,
                  steps=4, repeats=1, learning_rate=0.01, torch_processes=False),
+        models=dict(probe=dict(depth=2, width=8, batch=8, seeds=4, loop_seeds=2, repeats=1),
+                    comparison=dict(d_model=8, tokens=2, seeds=1),
+                    rnn_compile=dict(hidden=4, steps=(5, 20), repeats=1),
+                    bn_resnet=dict(networks=2, steps=2, batch=8, channels=4, repeats=1)),
         compile=dict(depths=(2, 8), batch=8, repeats=1),
         memory=dict(num_seeds=1000, batch_size=8),
         sweep=dict(flags=SWEEP_TINY, timeout_s=600)),

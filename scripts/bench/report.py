@@ -27,6 +27,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "compile_time_200_over_10_layers": ("<=", 1.5),
     "compile_time_200_over_10_layers_training": ("<=", 1.5),
     "peak_rss_gb_10000_seeds": ("<", 4.0),
+    "probe_vs_torch_hooks": (">=", 3.0),
+    "probe_compiles_per_comparison": ("<=", 1.0),
+    "rnn_probe_compile_200_over_50_steps": ("<=", 1.5),
 }
 
 OURS = "initjax run_networks"
@@ -134,9 +137,29 @@ def other_ratios(res: dict) -> dict[str, float | None]:
   }
 
 
+def model_ratios(res: dict) -> dict[str, float | None]:
+  m = _rows(res.get("models"))
+  probe = _rows(m.get("probe"))
+  rnn = _rows(m.get("rnn_compile"))
+  steps = sorted(rnn, key=int)
+  bn = _rows(m.get("bn_resnet"))
+  comparison = _rows(m.get("comparison"))
+  return {
+      "probe_vs_torch_hooks": ratio(probe.get("initjax probe.measure", {}).get("networks_per_s"),
+                                    _best(probe, "torch loop with hooks", "networks_per_s")),
+      "probe_compiles_per_comparison": comparison.get("compiles_one_call"),
+      "rnn_probe_compile_200_over_50_steps": ratio(
+          rnn[steps[-1]]["median_s"], rnn[steps[0]]["median_s"]) if len(steps) > 1 else None,
+      "bn_resnet_training_vs_torch_loop": ratio(
+          bn.get(OURS, {}).get("network_steps_per_s"),
+          _best(bn, TORCH_LOOP, "network_steps_per_s")),
+  }
+
+
 def compute_ratios(res: dict) -> dict[str, float | None]:
   peak = matmul_peak(res)
-  return {**propagation_ratios(res, peak), **training_ratios(res, peak), **other_ratios(res)}
+  return {**propagation_ratios(res, peak), **training_ratios(res, peak), **other_ratios(res),
+          **model_ratios(res)}
 
 
 def met(value: float | None, op: str, threshold: float) -> bool | None:

@@ -84,6 +84,35 @@ def training(res: dict) -> None:
     training_rows("CNN training", res["cnn"])
 
 
+def model_rows(res: dict) -> None:
+  m = res.get("models")
+  if not m:
+    return
+  if "error" in m:
+    print(f"\nModels: {m['error'][-1500:]}")
+    return
+  p = res["config"]["models"]["probe"]
+  print(f"\nProbe, Flax linen MLP {p['depth']} x {p['width']}, N={p['batch']}; torch: "
+        f"{m['probe']['_torch']}")
+  for name, r in m["probe"].items():
+    if not name.startswith("_"):
+      print(f"  {name:46s} {r['networks_per_s']:9.1f} networks/s {_stopped(r)}")
+  c = m["comparison"]
+  print(f"Comparing {len(c['initializers'])} initializers on a transformer block: "
+        f"{c['compiles_one_call']} compile(s), {c['seconds_one_call']:.1f} s in one call; "
+        f"{c['compiles_separate_calls']} compile(s), {c['seconds_separate_calls']:.1f} s in one "
+        "call each")
+  print("nn.RNN probe, first call (s) by time steps: " + ", ".join(
+      f"{k}: {v['median_s']:.2f}" for k, v in m["rnn_compile"].items()))
+  bn = m["bn_resnet"]
+  w = bn["_workload"]
+  print(f"BatchNorm ResNet training, {w['networks']} networks x {w['steps']} steps, "
+        f"{w['channels']} channels; torch: {bn['_torch']}")
+  for name, r in bn.items():
+    if not name.startswith("_"):
+      print(f"  {name:46s} {r['network_steps_per_s']:9.1f} network-steps/s {_stopped(r)}")
+
+
 def others(res: dict) -> None:
   comp = res.get("compile", {})
   if comp and "error" not in comp:
@@ -120,5 +149,6 @@ def print_table(res: dict) -> None:
   header(res)
   propagation(res)
   training(res)
+  model_rows(res)
   others(res)
   ratios(res)
