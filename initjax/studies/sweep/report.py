@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from initjax.core.results import atomic_write_files, csv_bytes, figure_bytes, json_bytes
+from absl import logging
+
+from initjax.core.results import (atomic_write_files, csv_bytes, figure_bytes, json_bytes,
+                                  remove_stale_temp_files)
 from initjax.studies.sweep import plots, store
 from initjax.studies.sweep import summary as summary_lib
 from initjax.studies.sweep.config import SweepConfig
@@ -35,7 +38,10 @@ def write_outputs(output_dir: str, config: SweepConfig, results: dict[str, Point
     raise ValueError("no finished grid point to write a report of")
   info = data_lib.dataset_info(config.dataset)
   task, num_classes = info["task"], info["num_classes"]
-  store.remove_stale_temp_files(output_dir, OUTPUT_FILES)
+  stale = remove_stale_temp_files(output_dir, OUTPUT_FILES)
+  if stale:
+    logging.info("removed %d temporary file(s) that an earlier killed run left in %s: %s",
+                 len(stale), output_dir, ", ".join(stale))
   paths = {name: os.path.join(output_dir, name) for name in OUTPUT_FILES}
   summary = {"config": {**config.to_dict(), "output_dir": output_dir},
              "task": task, "num_classes": num_classes,

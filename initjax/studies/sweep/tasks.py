@@ -18,7 +18,7 @@ from absl import logging
 from initjax import training
 from initjax.core import distributed, lock, parallel
 from initjax.core.errors import ConfigError
-from initjax.core.results import json_sha256
+from initjax.core.results import json_sha256, remove_stale_temp_files
 from initjax.studies.sweep import store
 from initjax.studies.sweep.config import SweepConfig
 from initjax.studies.sweep.grid import GridPoint, expand_grid, group_cost, group_points, task_points
@@ -203,10 +203,10 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   mine = [p for g in groups for p in g]
   points_dir = os.path.join(output_dir, store.POINTS_DIR)
   os.makedirs(points_dir, exist_ok=True)
-  stale = store.remove_stale_temp_files(points_dir, [f"{p.point_id}.{ext}" for p in mine
-                                                     for ext in ("csv", "json")])
+  stale = remove_stale_temp_files(points_dir, [f"{p.point_id}.{ext}" for p in mine
+                                               for ext in ("csv", "json")])
   if stale:
-    logging.info("removed %d temporary file(s) that an earlier killed run left in %s", stale,
+    logging.info("removed %d temporary file(s) that an earlier killed run left in %s", len(stale),
                  points_dir)
   done = set() if overwrite else _check_finished(output_dir, config, mine)
   store.save_sweep_config(output_dir, config)
