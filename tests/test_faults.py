@@ -536,8 +536,12 @@ def test_repeated_values_are_dropped_with_a_note(caplog):
                    "--inits: ignoring the repeated value(s) he_normal (each is used once)"]
 
 
-def test_damaged_data_cache_is_named(tmp_path):
+def test_unreadable_data_cache_is_named_and_generated_again(tmp_path, caplog):
   from initjax.training import data  # pylint: disable=import-outside-toplevel
   (tmp_path / "mnist1d_seed42.npz").write_bytes(b"PK\x03\x04 not a zip")
-  with pytest.raises(ValueError, match="mnist1d_seed42.npz cannot be read .*delete it"):
-    data.check_data_dir(str(tmp_path))
+  assert data.check_data_dir(str(tmp_path)) == str(tmp_path / "mnist1d_seed42.npz")
+  caplog.set_level("WARNING")
+  assert data.load_mnist1d(str(tmp_path))["x_train"].shape == (4000, 40)
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 1 and "mnist1d_seed42.npz cannot be read (" in lines[0], lines
+  assert "generating it again" in lines[0]

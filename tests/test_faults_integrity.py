@@ -20,7 +20,11 @@ import os
 import numpy as np
 import pytest
 
+from initjax.core.errors import ConfigError
+from initjax.studies.sweep import tasks
+from initjax.studies.sweep.config import SweepConfig
 from initjax.training import checkpoints
+from initjax.training import data as data_lib
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,3 +146,127 @@ def test_what_a_killed_save_left_is_removed_with_a_line(tmp_path, caplog):
       [".unrelated.abcd1234.tmp", "segment_000000005", "segment_000000005.sha256.json"])
   lines = [m for m in caplog.messages if "earlier killed run" in m]
   assert len(lines) == 1 and all(n in lines[0] for n in leftovers), lines
+
+
+# ------------------------------------------------------------------------------------------------
+# The MNIST-1D cache.
+
+@pytest.fixture(scope="module")
+def mnist1d(tmp_path_factory):
+  """(a verified cache file, its raw arrays), generated once for the module (about 2 s)."""
+  directory = str(tmp_path_factory.mktemp("mnist1d"))
+  data_lib.load_mnist1d(directory)
+  path = data_lib.mnist1d_cache_path(directory)
+  with np.load(path) as npz:
+    return path, {k: npz[k] for k in npz.files}
+
+
+def _cache_with(directory, raw, **changes):
+  arrays = {**raw, **changes}
+  path = data_lib.mnist1d_cache_path(str(directory))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+  return path
+
+
+def _nan(x):
+  x = x.copy()
+  x[17, 3] = np.nan
+  return x
+
+
+def _nudged(x):
+  x = x.copy()
+  x[100, 7] = np.nextafter(x[100, 7], np.float32(np.inf))  # one ulp: only the sha256 sees it
+  return x
+
+
+# {kind: (changes to the arrays, words of the one line)}
+CACHE_DAMAGE = {
+    "a NaN in x_train": (lambda r: {"x_train": _nan(r["x_train"])},
+                         "x_train holds 1 values that are not finite"),
+    "labels shifted to 10..19": (lambda r: {"y_train": r["y_train"] + 10},
+                                 "y_train holds labels from 10 to 19, outside 0..9"),
+    "cut to 50 rows": (lambda r: {"x_train": r["x_train"][:50], "y_train": r["y_train"][:50]},
+                       "x_train has shape (50, 40) where the generator makes (4000, 40)"),
+    "39 columns": (lambda r: {"x_test": r["x_test"][:, :39]},
+                   "x_test has shape (1000, 39) where the generator makes (1000, 40)"),
+    "float64 inputs": (lambda r: {"x_train": r["x_train"].astype(np.float64)},
+                       "x_train is float64, not float32"),
+    "one value moved by one ulp": (lambda r: {"x_train": _nudged(r["x_train"])},
+                                   "x_train does not match the sha256 recorded"),
+    "other generator settings": (
+        lambda r: {data_lib.CACHE_RECORD: np.array(str(r[data_lib.CACHE_RECORD]).replace(
+            '"num_samples": 5000', '"num_samples": 5001'))},
+        "was generated with other settings (num_samples differ"),
+    "written by an older initjax": (lambda r: {data_lib.CACHE_RECORD: None},
+                                    "has no record of its generator settings"),
+    "y_test missing": (lambda r: {"y_test": None}, "lacks y_test"),
+}
+
+
+def test_every_damaged_cache_is_named_and_generated_again(tmp_path, mnist1d, monkeypatch, caplog):
+  """Per kind: one warning naming the file and why, then the data are generated again (here
+  a copy of the verified arrays, to keep the test fast; the real generator is the next test)
+  and the loaded data equal the undamaged cache's."""
+  path, raw = mnist1d
+  good = data_lib.load_mnist1d(os.path.dirname(path))
+  generated = []
+  monkeypatch.setattr(data_lib, "_generate_mnist1d", lambda seed: generated.append(seed) or {
+      k: raw[k].copy() for k in data_lib.ARRAY_KEYS})
+  caplog.set_level(logging.WARNING)
+  for kind, (changes, words) in CACHE_DAMAGE.items():
+    directory = tmp_path / kind.replace(" ", "_")
+    damaged = _cache_with(directory, raw, **changes(raw))
+    assert data_lib.check_data_dir(str(directory)) == damaged   # it can be generated again
+    caplog.clear()
+    loaded = data_lib.load_mnist1d(str(directory))
+    lines = _warnings(caplog)
+    assert len(lines) == 1 and lines[0].startswith(f"the cached data set {damaged} "), (kind, lines)
+    assert words in lines[0] and "generating it again" in lines[0], (kind, lines[0])
+    for k in data_lib.ARRAY_KEYS:
+      np.testing.assert_array_equal(np.asarray(loaded[k]), np.asarray(good[k]))
+    caplog.clear()
+    data_lib.load_mnist1d(str(directory))  # the new cache verifies: no line, no generation
+    assert not _warnings(caplog), kind
+  assert len(generated) == len(CACHE_DAMAGE)
+
+
+def test_a_damaged_cache_is_generated_again_to_the_same_bytes(tmp_path, mnist1d, caplog):
+  path, raw = mnist1d
+  damaged = _cache_with(tmp_path, raw, y_train=raw["y_train"] + 10)
+  caplog.set_level(logging.WARNING)
+  data_lib.load_mnist1d(str(tmp_path))
+  assert len(_warnings(caplog)) == 1
+  with np.load(damaged) as npz:
+    for k in raw:
+      np.testing.assert_array_equal(npz[k], raw[k])
+
+
+def test_a_damaged_cache_that_cannot_be_rewritten_is_one_line(tmp_path, mnist1d, monkeypatch):
+  path, raw = mnist1d
+  directory = tmp_path / "ro"
+  damaged = _cache_with(directory, raw, x_train=_nan(raw["x_train"]))
+  real_open = open
+
+  def read_only(name, mode="r", *args, **kwargs):
+    if "w" in mode and str(name).startswith(str(directory)):
+      raise PermissionError(13, "Permission denied", name)
+    return real_open(name, mode, *args, **kwargs)
+
+  monkeypatch.setattr("builtins.open", read_only)
+  with pytest.raises(ValueError) as e:
+    data_lib.check_data_dir(str(directory))
+  message = str(e.value)
+  assert message.startswith(f"the cached data set {damaged} x_train holds 1 values that are not")
+  assert "cannot be generated again" in message and "Permission denied" in message
+  assert "\n" not in message
+
+
+def test_batch_sizes_are_checked_against_the_data_loaded():
+  config = SweepConfig(depths=(2,), widths=(8,), batch_size=100, stats_batch_size=64)
+  loaded = {"x_train": np.zeros((80, 40), np.float32)}
+  with pytest.raises(ConfigError) as e:
+    tasks.check_data(config, loaded)
+  assert e.value.field == "batch_size" and "must be <= 80 (the training examples" in e.value.message
+  tasks.check_data(config, {"x_train": np.zeros((4000, 40), np.float32)})

@@ -146,6 +146,20 @@ def check_fits(config: SweepConfig, devices: Sequence[Any], data: dict[str, Any]
   return largest
 
 
+def check_data(config: SweepConfig, data: dict[str, Any]) -> None:
+  """The settings that depend on the data, against the data actually loaded (the config checked
+  them against the data set's nominal size).
+
+  Raises:
+    ConfigError("batch_size" or "stats_batch_size", ...): more examples than the data hold.
+  """
+  rows = int(data["x_train"].shape[0])
+  for field in ("batch_size", "stats_batch_size"):
+    if getattr(config, field) > rows:
+      raise ConfigError(field, f"must be <= {rows} (the training examples of the {config.dataset} "
+                        f"data loaded); got {getattr(config, field)}")
+
+
 def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None:
   """Logs a warning when the training FLOPs of `groups` (6 x batch x parameters per network and
   step) would take longer than `ABSURD_SECONDS` even at an optimistic speed on every device."""
@@ -228,6 +242,7 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   _warn_if_absurd(config, todo, devices)
   distributed.check_interrupted()
   data = load_data(config)
+  check_data(config, data)
   check_fits(config, devices, data, seed_chunk, todo)
   key = jax.random.PRNGKey(config.seed)
   costs = [group_cost(g, config) for g in todo]
