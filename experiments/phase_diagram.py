@@ -87,8 +87,7 @@ def finish(config, output_dir: str) -> int:
     cli.print_report(output_dir, config.sweep_config())   # names the missing points
     return 1
   summary = phase_diagram.summary(config, found)
-  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                 "phase_diagram.png")]
+  paths = [os.path.join(output_dir, n) for n in phase_diagram.OUTPUT_FILES]
   try:
     results.atomic_write_files({
         paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
@@ -106,9 +105,11 @@ def finish(config, output_dir: str) -> int:
 def main(argv):
   del argv
   config = config_from_flags()
+  from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
   status = jobs.run_sweep_job(
       config.sweep_config(), FLAGS.output_dir, lambda output_dir: finish(config, output_dir),
-      "rerun this command without --task_index/--num_tasks to draw the diagram")
+      "rerun this command without --task_index/--num_tasks to draw the diagram",
+      kind="phase_diagram", files=phase_diagram.OUTPUT_FILES)
   if status:
     raise SystemExit(status)
 

@@ -14,17 +14,39 @@ resume of a damaged mid-group checkpoint (SIGTERM, bits flipped, rerun) is in
 tests/test_resume.py, with the other resumes (`python -m pytest -m slow`).
 """
 import glob
+import json
 import logging
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from experiments import cli
+from initjax.core import lock, output_kind
 from initjax.core.errors import ConfigError
 from initjax.studies.sweep import tasks
 from initjax.studies.sweep.config import SweepConfig
 from initjax.training import checkpoints
 from initjax.training import data as data_lib
+from tests.subprocess_env import one_error_line, subprocess_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  return subprocess_env(tmp_path_factory)
+
+
+def _run(module, args, env, timeout=180):
+  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+_one_error_line = one_error_line
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,3 +292,107 @@ def test_batch_sizes_are_checked_against_the_data_loaded():
     tasks.check_data(config, loaded)
   assert e.value.field == "batch_size" and "must be <= 80 (the training examples" in e.value.message
   tasks.check_data(config, {"x_train": np.zeros((4000, 40), np.float32)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Each output directory knows its kind; stale temporary files.
+
+def _files(directory):
+  return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))
+          if os.path.isfile(os.path.join(directory, n)) and not n.startswith(".lock")}
+
+
+def _phase_diagram_dir(path):
+  """What a finished phase diagram leaves (its files' content does not matter here)."""
+  os.makedirs(path)
+  for name, text in (("results.csv", "sigma2_w,value\n1,0.5\n"), ("summary.json", "{}\n"),
+                     ("phase_diagram.png", "png"),
+                     ("sweep_config.json", json.dumps({"inits": ["sigma2_w=1"]}))):
+    open(os.path.join(path, name), "w").write(text)
+  return str(path)
+
+
+def test_kinds_recorded_and_inferred(tmp_path):
+  legacy = _phase_diagram_dir(tmp_path / "legacy")   # written before the record existed
+  assert output_kind.kind_of(legacy) == "phase_diagram"
+  unfinished = tmp_path / "unfinished"   # a phase diagram's grid before its figure: either
+  os.makedirs(unfinished)
+  open(unfinished / "sweep_config.json", "w").write(json.dumps({"inits": ["sigma2_w=1"]}))
+  assert output_kind.kind_of(str(unfinished)) is None
+  open(unfinished / "sweep_config.json", "w").write(json.dumps({"inits": ["he_normal"]}))
+  assert output_kind.kind_of(str(unfinished)) == "sweep"
+  fresh = str(tmp_path / "fresh")
+  os.makedirs(fresh)
+  output_kind.claim(fresh, "propagation_figure")
+  output_kind.claim(fresh, "propagation_figure")   # again: fine
+  assert output_kind.kind_of(fresh) == "propagation_figure"
+  for kind in ("sweep", "phase_diagram"):
+    with pytest.raises(output_kind.WrongKind, match="holds the results of a propagation figure"):
+      output_kind.claim(fresh, kind)
+  assert sorted(os.listdir(fresh)) == [output_kind.MARKER]
+
+
+def test_report_refuses_a_phase_diagram_directory_in_one_line(tmp_path, env):
+  out = _phase_diagram_dir(tmp_path / "pd")
+  before = _files(out)
+  line = _one_error_line(_run("report", [f"--output_dir={out}"], env, timeout=120),
+                         "--output_dir: ")
+  assert "holds the results of a phase diagram (experiments.phase_diagram), not of a training " \
+         "sweep" in line
+  assert _files(out) == before   # results.csv and summary.json not replaced
+
+
+def _stale(directory, name, age=3600.0, tag="ab12cd34"):
+  path = os.path.join(directory, f".{name}.{tag}.tmp")
+  open(path, "w").write("half written")
+  os.utime(path, (time.time() - age, time.time() - age))
+  return os.path.basename(path)
+
+
+def test_a_run_removes_its_killed_runs_temporary_files(tmp_path, caplog):
+  out = str(tmp_path / "out")
+  os.makedirs(out)
+  files = ["sweep_config.json", "results.csv", "summary.json", "phase_diagram.png"]
+  stale = [_stale(out, n) for n in files + [output_kind.MARKER]]
+  kept = [_stale(out, "notes.txt"), "sweep_config.json.tmp", ".results.csv.tmp"]
+  for name in kept[1:]:
+    open(os.path.join(out, name), "w").write("not initjax's")
+  caplog.set_level(logging.INFO)
+  holder = lock.Holder(role="task-0", split="s", member=0)
+  with lock.acquire(out, holder) as held:
+    fresh = _stale(out, "results.csv", age=-5.0, tag="zz99yy88")   # newer than this run
+    cli.claim_output_dir("output_dir", out, held, "phase_diagram", files)
+  left = sorted(n for n in os.listdir(out) if not n.startswith(".lock"))
+  assert left == sorted(kept + [fresh, output_kind.MARKER]), left
+  lines = [m for m in caplog.messages if "earlier killed run" in m]
+  assert len(lines) == 1 and all(n in lines[0] for n in stale), lines
+
+
+def test_a_task_sharing_the_directory_leaves_shared_temporary_files(tmp_path):
+  out = str(tmp_path / "out")
+  os.makedirs(out)
+  stale = _stale(out, "sweep_config.json")
+  with lock.acquire(out, lock.Holder(role="task-0", split="s", member=0)):
+    with lock.acquire(out, lock.Holder(role="task-1", split="s", member=1)) as second:
+      assert not second.alone
+      cli.claim_output_dir("output_dir", out, second, "sweep", ["sweep_config.json"])
+  assert os.path.exists(os.path.join(out, stale))   # task 0 may be writing it
+
+
+def test_a_figure_run_cleans_up_and_keeps_its_kind(tmp_path, env):
+  out = str(tmp_path / "fig")
+  os.makedirs(out)
+  stale = [_stale(out, "results.csv"), _stale(out, "propagation.png")]
+  proc = _run("propagation", ["--depth=3", "--width=8", "--num_seeds=2", "--inits=",
+                              "--sigma2=1", f"--output_dir={out}"], env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if "earlier killed run" in l]
+  assert len(lines) == 1 and all(n in lines[0] for n in stale), proc.stderr[-3000:]
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+  assert output_kind.kind_of(out) == "propagation_figure"
+  before = _files(out)
+  line = _one_error_line(_run("sweep", ["--depths=1", "--widths=4", "--steps=2",
+                                        "--num_seeds=1", f"--output_dir={out}"], env),
+                         "--output_dir: ")
+  assert "holds the results of a propagation figure" in line
+  assert _files(out) == before

@@ -42,13 +42,15 @@ def temp_file_target(entry: str) -> str | None:
   return match.group(1) if match else None
 
 
-def remove_stale_temp_files(directory: str,
-                            targets: Collection[str] | Callable[[str], bool]) -> list[str]:
+def remove_stale_temp_files(directory: str, targets: Collection[str] | Callable[[str], bool],
+                            older_than: float | None = None) -> list[str]:
   """Deletes the temporary files these writers left in `directory` for the final names
-  `targets` (a collection of names, or a predicate on a name); returns the names deleted.
+  `targets` (a collection of names, or a predicate on a name), and only those last modified
+  before `older_than` (a `time.time()`) when given; returns the names deleted.
 
-  Only a killed writer leaves one, so call it where no live process is writing those names
-  (an output directory this run holds, its own files)."""
+  Only a killed writer leaves one, so call it where no live process is writing those names (an
+  output directory this run holds, its own files), or with `older_than` a time since which no
+  process that was writing them before is alive."""
   wanted = targets if callable(targets) else set(targets).__contains__
   removed = []
   try:
@@ -57,12 +59,15 @@ def remove_stale_temp_files(directory: str,
     return removed
   for entry in entries:
     target = temp_file_target(entry)
-    if target is not None and wanted(target):
-      try:
-        os.unlink(os.path.join(directory, entry))
+    if target is None or not wanted(target):
+      continue
+    path = os.path.join(directory, entry)
+    try:
+      if older_than is None or os.stat(path).st_mtime < older_than:
+        os.unlink(path)
         removed.append(entry)
-      except OSError:
-        pass
+    except OSError:
+      pass
   return removed
 
 

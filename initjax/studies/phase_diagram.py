@@ -29,6 +29,7 @@ from initjax.theory import phases
 RESULT_COLUMNS = ("sigma2_w", "sigma2_b", "activation", "depth", "width", "optimizer",
                   "learning_rate", "seed", "metric", "value")
 CHANCE = 0.1    # MNIST-1D has 10 balanced classes
+OUTPUT_FILES = ("results.csv", "summary.json", "phase_diagram.png")
 
 
 @dataclasses.dataclass(frozen=True)

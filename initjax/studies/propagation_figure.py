@@ -24,6 +24,7 @@ from initjax.nn import activations
 from initjax.nn.initializers import draws_plain_normal, expected_variance
 from initjax.theory import architectures, finite_width
 
+OUTPUT_FILES = ("results.csv", "summary.json", "propagation.png")
 RESULT_COLUMNS = (
     "arch", "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size",
     "bias_variance", "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean",
