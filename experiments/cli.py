@@ -80,15 +80,18 @@ def compilation_cache_dir() -> str | None:
 
 def enable_compilation_cache() -> str | None:
   """Turns on the persistent cache in `compilation_cache_dir()` for every program (however
-  quick to compile); a directory that cannot be made turns it off with a warning: the cache
-  saves time, it never changes a result."""
+  quick to compile); a directory that cannot be made or written to turns it off with one
+  warning (rather than JAX's warning at every compilation): the cache saves time, it never
+  changes a result."""
+  from initjax.core.results import ensure_writable_dir  # pylint: disable=import-outside-toplevel
   path = compilation_cache_dir()
   if path is None:
     return None
   try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    absl_logging.warning("compilation cache off: cannot make %s (%s)", path, e.strerror or e)
+    ensure_writable_dir(path)
+  except ValueError as e:
+    absl_logging.warning("compilation cache off: %s (--compilation_cache_dir=none turns it off "
+                         "without this line)", e)
     return None
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_compilation_cache_dir", path)

@@ -17,6 +17,7 @@ from absl import flags
 
 from experiments import cli
 from initjax.core import distributed, parallel
+from initjax.core.errors import ConfigError
 from initjax.studies.sweep import SweepConfig, run_task, store
 from initjax.studies.sweep.grid import task_points
 from initjax.studies.sweep.tasks import check_fits, task_holder
@@ -63,7 +64,7 @@ def devices_and_task() -> tuple[list, int, int]:
   try:
     devices = parallel.local_devices(FLAGS.num_devices or None)
   except ValueError as e:
-    raise cli.UsageError("num_devices", str(e)) from None
+    raise cli.UsageError("num_devices", str(e).removeprefix("num_devices ")) from None
   try:
     task_index, num_tasks = distributed.task_from_env(FLAGS.task_index, FLAGS.num_tasks)
   except ValueError as e:
@@ -85,12 +86,14 @@ def check_data_dir(config: SweepConfig) -> None:
 
 
 def run_sweep_job(config: SweepConfig, output_dir: str, finish: Callable[[str], int],
-                  merge_hint: str, kind: str, files: Sequence[str]) -> int:
+                  merge_hint: str, kind: str, files: Sequence[str],
+                  flag_of: Callable[[str], str] = lambda field: field) -> int:
   """Runs this task of `config` into `output_dir`, then (a one-task run) `finish(output_dir)`;
   `merge_hint` (formatted with output_dir) tells a task of a split how to merge. `kind` is what
   the directory holds (`initjax.output_kind`: "sweep" or "phase_diagram"), `files` the outputs
-  the job writes at its top (`cli.claim_output_dir`). Returns the exit status; exits with
-  128 + signal when interrupted, 1 on an OS error."""
+  the job writes at its top (`cli.claim_output_dir`); `flag_of` names the entry point's flag
+  of a sweep setting, for the errors of the sweep's checks (a `ConfigError`). Returns the exit
+  status; exits with 128 + signal when interrupted, 1 on an OS error."""
   try:
     every_steps, every_minutes = checkpoints.parse_every(FLAGS.checkpoint_every)
   except ValueError as e:
@@ -115,6 +118,8 @@ def run_sweep_job(config: SweepConfig, output_dir: str, finish: Callable[[str], 
         return 0
       distributed.check_interrupted()
       return finish(output_dir)
+  except ConfigError as e:
+    raise ConfigError(flag_of(e.field), e.message) from None
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
     sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "

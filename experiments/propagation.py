@@ -111,8 +111,8 @@ def main(argv):
     jax.config.update("jax_enable_x64", True)
   devices = jax.local_device_count()
   if config.num_devices > devices:
-    raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
-                         f"got {config.num_devices}")
+    raise cli.UsageError("num_devices", f"must be between 0 (all) and {devices} (the local "
+                         f"devices); got {config.num_devices}")
   check_fits(config, parallel.local_devices(config.num_devices or None))
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
   with cli.hold_output_dir("output_dir", output_dir,

@@ -380,14 +380,21 @@ def test_a_task_sharing_the_directory_leaves_shared_temporary_files(tmp_path):
 
 
 def test_a_figure_run_cleans_up_and_keeps_its_kind(tmp_path, env):
+  """One small figure run: its killed runs' temporary files go (one line), an unwritable
+  compilation cache is one line (not JAX's warning at every compilation: /sys/kernel is a
+  directory nobody may create files in), and the directory refuses a sweep afterwards."""
   out = str(tmp_path / "fig")
   os.makedirs(out)
   stale = [_stale(out, "results.csv"), _stale(out, "propagation.png")]
   proc = _run("propagation", ["--depth=3", "--width=8", "--num_seeds=2", "--inits=",
-                              "--sigma2=1", f"--output_dir={out}"], env)
+                              "--sigma2=1", "--compilation_cache_dir=/sys/kernel",
+                              f"--output_dir={out}"], env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = [l for l in proc.stderr.splitlines() if "earlier killed run" in l]
   assert len(lines) == 1 and all(n in lines[0] for n in stale), proc.stderr[-3000:]
+  cache = [l for l in proc.stderr.splitlines() if "cache" in l.lower()]
+  assert len(cache) == 1 and "compilation cache off: cannot write to '/sys/kernel'" in cache[0], \
+      proc.stderr[-3000:]
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
   assert output_kind.kind_of(out) == "propagation_figure"
   before = _files(out)
@@ -396,3 +403,61 @@ def test_a_figure_run_cleans_up_and_keeps_its_kind(tmp_path, env):
                          "--output_dir: ")
   assert "holds the results of a propagation figure" in line
   assert _files(out) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# The theory's arguments; the phase diagram's messages.
+
+from initjax import theory  # pylint: disable=wrong-import-position
+from initjax.studies import phase_diagram  # pylint: disable=wrong-import-position
+
+
+@pytest.mark.parametrize("args, words", [
+    (("tanh", 1e30, 0.05), "is beyond q = 1e+10"),       # was a bare StopIteration
+    (("sigmoid", 1e30, 0.0), "is beyond q = 1e+10"),
+    (("tanh", 1e12, 1e12), "is beyond q = 1e+10"),
+    (("tanh", float("inf"), 0.05), "sigma2_w must be finite and > 0; got inf"),
+    (("tanh", float("nan"), 0.05), "sigma2_w must be finite and > 0; got nan"),
+    (("tanh", 1.0, -1.0), "sigma2_b must be finite and >= 0"),
+    (("tanh", 1e300, 1e300, 1e300), "not finite"),
+])
+def test_theory_refuses_what_it_cannot_answer_with_a_reason(args, words):
+  kwargs = {"input_variance": args[3]} if len(args) > 3 else {}
+  for fn in (theory.depth_scales, theory.chi_1, theory.fixed_point_q):
+    with pytest.raises(ValueError) as e:
+      fn(*args[:3], **kwargs)
+    assert type(e.value) is ValueError and words in str(e.value), (fn.__name__, str(e.value))
+  assert theory.depth_scales("relu", 1e30, 0.05).phase == "diverging"  # exact at any scale
+
+
+@pytest.mark.parametrize("kwargs, field, words", [
+    ({"width": 0}, "width", "must be an integer >= 1; got 0"),
+    ({"optimizer": "nope"}, "optimizer", "unknown value 'nope'"),
+    ({"learning_rate": 0.0}, "learning_rate", "must be a finite number > 0"),
+    ({"sigma2_w": (1e30,)}, "sigma2_w", "1e+30: the mean-field theory has no depth scale"),
+    ({"sigma2_w": (1.5, 1.5)}, "sigma2_w", "1.5 is listed twice"),
+    ({"steps": 0}, "steps", "must be an integer >= 1"),
+])
+def test_phase_diagram_errors_name_its_own_settings(kwargs, field, words):
+  with pytest.raises(ConfigError) as e:
+    phase_diagram.PhaseConfig(**kwargs)
+  assert e.value.field == field and words in e.value.message, (e.value.field, e.value.message)
+  assert phase_diagram.setting_name("depths/widths") == "depths/width"
+  assert phase_diagram.setting_name("bias_variance") == "sigma2_b"
+
+
+def test_sigma2_w_is_carried_exactly():
+  config = phase_diagram.PhaseConfig(sigma2_w=(1.23456789, 1.23456788), depths=(2,))
+  assert config.sweep_config().inits == ("sigma2_w=1.23456789", "sigma2_w=1.23456788")
+  # Values that %g writes exactly keep their names (the default grid's point files).
+  default = phase_diagram.PhaseConfig().sweep_config().inits
+  assert default == tuple(f"sigma2_w={v}" for v in ("0.5", "1", "1.25", "1.5", "1.75", "2",
+                                                    "2.5", "3", "4"))
+
+
+def test_a_phase_diagram_flag_error_is_one_line_naming_its_flag(tmp_path, env):
+  out = tmp_path / "never"
+  line = _one_error_line(_run("phase_diagram", ["--width=0", f"--output_dir={out}"], env),
+                         "--width: must be an integer >= 1; got 0")
+  assert "--widths" not in line
+  assert not out.exists()

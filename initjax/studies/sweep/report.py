@@ -77,9 +77,14 @@ def write_report(output_dir: str, config: SweepConfig | None = None, allow_parti
   return write_outputs(output_dir, config, results, list(missing)), summarize(results), missing
 
 
-def describe_missing(missing: dict[str, str], output_dir: str, config: SweepConfig) -> str:
-  """What a report says about missing points: a line, then one line per point."""
+SWEEP_HINT = ("rerun the sweep's command, or its tasks, to compute them; --allow_partial "
+              "reports without them")
+
+
+def describe_missing(missing: dict[str, str], output_dir: str, config: SweepConfig,
+                     hint: str = SWEEP_HINT) -> str:
+  """What a report says about missing points: a line (ending with `hint`, what to do), then one
+  line per point."""
   head = (f"{len(missing)} of {len(expand_grid(config))} grid points have no finished results "
-          f"under {os.path.join(output_dir, store.POINTS_DIR)} (rerun the sweep's command, or its "
-          "tasks, to compute them; --allow_partial reports without them):")
+          f"under {os.path.join(output_dir, store.POINTS_DIR)} ({hint}):")
   return "\n".join([head] + [f"  {pid}: {why}" for pid, why in missing.items()])

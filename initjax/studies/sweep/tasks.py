@@ -126,8 +126,8 @@ def check_fits(config: SweepConfig, devices: Sequence[Any], data: dict[str, Any]
     one = network_bytes(p, config, shapes)
     largest = max(largest, one)
     what = (f"one network of depth {p.depth}, width {p.width} needs about {one / GIB:.3g} GiB "
-            f"to train (with --batch_size={config.batch_size}, --stats_batch_size="
-            f"{config.stats_batch_size}, --steps={config.steps})")
+            f"to train (minibatches of {config.batch_size}, statistics on "
+            f"{config.stats_batch_size} examples, {config.steps} steps)")
     if one * shared > available:
       together = (f"; the {shared} CPU workers train one each at once (--num_devices or fewer "
                   f"cores to use fewer): {one * shared / GIB:.3g} GiB" if shared > 1 else "")
@@ -172,7 +172,7 @@ def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None
   if flops / speed > ABSURD_SECONDS:
     logging.warning(
         "this task trains about %.3g FLOPs: at least %.0f days on %d %s device(s) even at %.0e "
-        "FLOP/s each; check --depths, --widths, --steps and --num_seeds (the log gives an ETA "
+        "FLOP/s each; check the depths, widths, steps and seeds (the log gives an ETA "
         "after the first group)", flops, flops / speed / 86400, len(devices),
         devices[0].platform, speed / len(devices))
 
