@@ -132,6 +132,8 @@ def main(argv):
             "underflow to zero or NaN); they are flagged in results.csv and left out of the "
             "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
             "space).", label, count, config.dtype)
+    if len(result["rows"]) >= 100_000:
+      logging.info("writing %d rows and the figure into %s", len(result["rows"]), output_dir)
     try:
       paths = write_files(output_dir, config, result)
     except OSError as e:

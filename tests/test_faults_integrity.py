@@ -461,3 +461,70 @@ def test_a_phase_diagram_flag_error_is_one_line_naming_its_flag(tmp_path, env):
                          "--width: must be an integer >= 1; got 0")
   assert "--widths" not in line
   assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Long work says so.
+
+from initjax.core import progress  # pylint: disable=wrong-import-position
+
+
+def test_progress_lines_carry_an_eta_and_stay_quiet_for_short_work(caplog):
+  caplog.set_level(logging.INFO)
+  quiet = progress.Progress("short work", 10, "things")   # once a minute at most
+  for i in range(10):
+    quiet.update(i + 1)
+  assert quiet.lines == 0 and not caplog.records
+  loud = progress.Progress("long work", 200, "networks", every_seconds=0.0, start=100)
+  loud.update(150)
+  (line,) = caplog.messages
+  assert line.startswith("long work: 150 of 200 networks (75.0%); ") and "left" in line
+  assert [progress.duration(s) for s in (5, 200, 7500, 3 * 86400)] == [
+      "5 s", "3 min 20 s", "2 h 05 min", "3.0 days"]
+
+
+class _FakeCheckpoint:
+  every_chunks = 2
+
+  def __init__(self, saved=None):
+    self.saved, self.segments = saved, 0
+
+  def restore(self):
+    return self.saved
+
+  def segment_done(self, payload):
+    self.segments += 1
+
+
+def test_training_progress_counts_rounds_and_segments(monkeypatch, caplog):
+  """5 networks in blocks of 1 on 2 workers: 3 rounds; 4 chunks in segments of 2: 2 per round.
+  A save of round 1 after its first segment has done 3 of the 6 calls."""
+  monkeypatch.setattr(progress.Progress.__init__, "__defaults__", ("", 0.0, 0.0))
+  caplog.set_level(logging.INFO)
+  tracked = tasks.TrainingProgress(_FakeCheckpoint(), "g", networks=5, steps=40, block=1,
+                                   workers=2, chunks=4)
+  assert tracked.calls == 6 and tracked.every_chunks == 2 and tracked.restore() is None
+  for _ in range(6):
+    tracked.segment_done(None)
+  assert tracked.checkpoint.segments == 6
+  assert caplog.messages[-1].startswith("g: 200 of 200 network-steps (100.0%)")
+  resumed = tasks.TrainingProgress(_FakeCheckpoint({"done": [{}], "chunk": 2}), "g",
+                                   networks=5, steps=40, block=1, workers=2, chunks=4)
+  resumed.restore()
+  resumed.segment_done(None)
+  assert caplog.messages[-1].startswith("g: 133 of 200 network-steps (66.5%)")
+
+
+@pytest.mark.slow
+def test_training_progress_matches_run_networks(tmp_path, monkeypatch, caplog):
+  """The count above against the real training loop (it compiles: slow): the last line of a
+  group is 100%."""
+  from initjax.studies.sweep import run_task  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(progress.Progress.__init__, "__defaults__", ("", 0.0, 0.0))
+  caplog.set_level(logging.INFO)
+  config = SweepConfig(num_seeds=3, depths=(1,), widths=(4,), optimizers=("sgd",), steps=20,
+                       eval_every=10, stats_every=10, log_every=5, stats_batch_size=16)
+  run_task(config, str(tmp_path / "out"), checkpoint_steps=5, seed_chunk=1)
+  lines = [m for m in caplog.messages if "network-steps" in m]
+  assert len(lines) > 1 and lines[-1].startswith(
+      "group 1 of 1 (depth 1, width 4): training: 120 of 120 network-steps (100.0%)"), lines
