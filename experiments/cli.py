@@ -80,15 +80,18 @@ def compilation_cache_dir() -> str | None:
 
 def enable_compilation_cache() -> str | None:
   """Turns on the persistent cache in `compilation_cache_dir()` for every program (however
-  quick to compile); a directory that cannot be made turns it off with a warning: the cache
-  saves time, it never changes a result."""
+  quick to compile); a directory that cannot be made or written to turns it off with one
+  warning (rather than JAX's warning at every compilation): the cache saves time, it never
+  changes a result."""
+  from initjax.core.results import ensure_writable_dir  # pylint: disable=import-outside-toplevel
   path = compilation_cache_dir()
   if path is None:
     return None
   try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    absl_logging.warning("compilation cache off: cannot make %s (%s)", path, e.strerror or e)
+    ensure_writable_dir(path)
+  except ValueError as e:
+    absl_logging.warning("compilation cache off: %s (--compilation_cache_dir=none turns it off "
+                         "without this line)", e)
     return None
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_compilation_cache_dir", path)
@@ -245,6 +248,36 @@ def hold_output_dir(flag: str, directory: str, holder):
     raise UsageError(flag, str(e)) from None
   except OSError as e:
     raise UsageError(flag, f"cannot lock {directory!r}: {e.strerror or e}") from None
+
+
+def claim_output_dir(flag: str, directory: str, held, kind: str, files: Sequence[str]) -> None:
+  """Records `kind` as what `directory` holds (`initjax.output_kind`; a directory of another
+  kind is a UsageError naming it, before anything is written), then deletes the temporary
+  files that killed runs left there for `files` (this command's outputs, named as
+  `initjax.results` names them), with a log line. Only where this run holds the directory
+  alone (`held`, the lock from `hold_output_dir`): tasks of a split share some of those
+  names."""
+  from initjax.core import output_kind, results  # pylint: disable=import-outside-toplevel
+  try:
+    output_kind.claim(directory, kind)
+  except output_kind.WrongKind as e:
+    raise UsageError(flag, str(e)) from None
+  if held is None or not held.alone:
+    return
+  stale = results.remove_stale_temp_files(directory, [*files, output_kind.MARKER],
+                                          older_than=held.registered)
+  if stale:
+    absl_logging.info("removed %d temporary file(s) that an earlier killed run left in %s: %s",
+                      len(stale), directory, ", ".join(stale))
+
+
+def check_output_kind(flag: str, directory: str, kind: str) -> None:
+  """UsageError naming what `directory` holds unless it may hold `kind` (nothing written)."""
+  from initjax.core import output_kind  # pylint: disable=import-outside-toplevel
+  try:
+    output_kind.check(directory, kind)
+  except output_kind.WrongKind as e:
+    raise UsageError(flag, str(e)) from None
 
 
 def _stderr(line: str) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import flags
 
 from experiments import cli
 from initjax.core import distributed, parallel
-from initjax.studies.sweep import SweepConfig, run_task
+from initjax.core.errors import ConfigError
+from initjax.studies.sweep import SweepConfig, run_task, store
 from initjax.studies.sweep.grid import task_points
 from initjax.studies.sweep.tasks import check_fits, task_holder
 from initjax.training import checkpoints
@@ -63,7 +64,7 @@ def devices_and_task() -> tuple[list, int, int]:
   try:
     devices = parallel.local_devices(FLAGS.num_devices or None)
   except ValueError as e:
-    raise cli.UsageError("num_devices", str(e)) from None
+    raise cli.UsageError("num_devices", str(e).removeprefix("num_devices ")) from None
   try:
     task_index, num_tasks = distributed.task_from_env(FLAGS.task_index, FLAGS.num_tasks)
   except ValueError as e:
@@ -85,10 +86,14 @@ def check_data_dir(config: SweepConfig) -> None:
 
 
 def run_sweep_job(config: SweepConfig, output_dir: str, finish: Callable[[str], int],
-                  merge_hint: str) -> int:
+                  merge_hint: str, kind: str, files: Sequence[str],
+                  flag_of: Callable[[str], str] = lambda field: field) -> int:
   """Runs this task of `config` into `output_dir`, then (a one-task run) `finish(output_dir)`;
-  `merge_hint` (formatted with output_dir) tells a task of a split how to merge. Returns the
-  exit status; exits with 128 + signal when interrupted, 1 on an OS error."""
+  `merge_hint` (formatted with output_dir) tells a task of a split how to merge. `kind` is what
+  the directory holds (`initjax.output_kind`: "sweep" or "phase_diagram"), `files` the outputs
+  the job writes at its top (`cli.claim_output_dir`); `flag_of` names the entry point's flag
+  of a sweep setting, for the errors of the sweep's checks (a `ConfigError`). Returns the exit
+  status; exits with 128 + signal when interrupted, 1 on an OS error."""
   try:
     every_steps, every_minutes = checkpoints.parse_every(FLAGS.checkpoint_every)
   except ValueError as e:
@@ -101,7 +106,9 @@ def run_sweep_job(config: SweepConfig, output_dir: str, finish: Callable[[str], 
     check_data_dir(config)
     output_dir = cli.output_dir("output_dir", output_dir)
     with cli.hold_output_dir("output_dir", output_dir,
-                             task_holder(config, task_index, num_tasks)):
+                             task_holder(config, task_index, num_tasks)) as held:
+      cli.claim_output_dir("output_dir", output_dir, held, kind,
+                           [store.SWEEP_CONFIG_FILE, *files])
       run_task(config, output_dir, task_index, num_tasks, devices=devices,
                seed_chunk=FLAGS.seed_chunk, overwrite=FLAGS.overwrite,
                checkpoint_steps=every_steps, checkpoint_minutes=every_minutes)
@@ -111,6 +118,8 @@ def run_sweep_job(config: SweepConfig, output_dir: str, finish: Callable[[str], 
         return 0
       distributed.check_interrupted()
       return finish(output_dir)
+  except ConfigError as e:
+    raise ConfigError(flag_of(e.field), e.message) from None
   except KeyboardInterrupt as e:
     signum = getattr(e, "signum", signal.SIGINT)
     sys.stderr.write(f"interrupted by {signal.Signals(signum).name}: the finished grid points "

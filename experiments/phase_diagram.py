@@ -15,6 +15,7 @@ the command without --task_index to draw the diagram from the finished points.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 
@@ -60,16 +61,19 @@ def config_from_flags():
 
 
 def accuracy_table(summary: dict) -> str:
-  """Mean test accuracy as text: a row per depth, a column per sigma2_w, then xi_c."""
-  head = f"{'depth':>6} " + " ".join(f"{s:>6g}" for s in summary["sigma2_w"])
+  """Mean test accuracy as text: a row per depth, a column per sigma2_w (its exact value as a
+  header), then xi_c."""
+  from initjax.studies.phase_diagram import exact_text  # pylint: disable=import-outside-toplevel
+  heads = [exact_text(s) for s in summary["sigma2_w"]]
+  widths = [max(6, len(h)) for h in heads]
+  row = lambda label, cells: f"{label:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths))
   lines = [f"mean test accuracy (columns: sigma_w^2); trainable = at least "
-           f"{summary['trainable_threshold']:.3f}", head]
-  for depth, row in zip(summary["depths"], summary["mean_test_accuracy"]):
-    lines.append(f"{depth:>6} " + " ".join(f"{v:>6.3f}" if v is not None else f"{'-':>6}"
-                                           for v in row))
-  lines.append(f"{'xi_c':>6} " + " ".join(f"{v:>6.1f}" for v in summary["xi_c"]))
-  lines.append(f"{'6 xi_c':>6} " + " ".join(f"{v:>6.1f}" for v in summary["six_xi_c"]))
-  lines.append(f"{'train':>6} " + " ".join(f"{v:>6.0f}" for v in summary["trainable_depth"]))
+           f"{summary['trainable_threshold']:.3f}", row("depth", heads)]
+  for depth, values in zip(summary["depths"], summary["mean_test_accuracy"]):
+    lines.append(row(depth, [f"{v:.3f}" if v is not None else "-" for v in values]))
+  lines.append(row("xi_c", [f"{v:.1f}" for v in summary["xi_c"]]))
+  lines.append(row("6 xi_c", [f"{v:.1f}" for v in summary["six_xi_c"]]))
+  lines.append(row("train", [f"{v:.0f}" for v in summary["trainable_depth"]]))
   ratio = summary["median_trainable_depth_over_xi_c"]
   lines.append(f"critical sigma_w^2 = {summary['critical_sigma2_w']:.4f}; trainable depth / "
                f"xi_c (median where the edge is inside the grid): "
@@ -82,13 +86,15 @@ def finish(config, output_dir: str) -> int:
   from initjax.core import results
   from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
   from initjax.studies.sweep import store  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep import report  # pylint: disable=import-outside-toplevel
   found, missing = store.load_results(output_dir, config.sweep_config())
   if missing:
-    cli.print_report(output_dir, config.sweep_config())   # names the missing points
+    sys.stderr.write("error: " + report.describe_missing(
+        missing, output_dir, config.sweep_config(), hint="rerun this command, or its tasks, to "
+        "compute them; the diagram is drawn once every point is finished") + "\n")
     return 1
   summary = phase_diagram.summary(config, found)
-  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                 "phase_diagram.png")]
+  paths = [os.path.join(output_dir, n) for n in phase_diagram.OUTPUT_FILES]
   try:
     results.atomic_write_files({
         paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
@@ -106,9 +112,11 @@ def finish(config, output_dir: str) -> int:
 def main(argv):
   del argv
   config = config_from_flags()
+  from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
   status = jobs.run_sweep_job(
       config.sweep_config(), FLAGS.output_dir, lambda output_dir: finish(config, output_dir),
-      "rerun this command without --task_index/--num_tasks to draw the diagram")
+      "rerun this command without --task_index/--num_tasks to draw the diagram",
+      kind="phase_diagram", files=phase_diagram.OUTPUT_FILES, flag_of=phase_diagram.setting_name)
   if status:
     raise SystemExit(status)
 

@@ -91,8 +91,7 @@ def write_files(output_dir: str, config, result) -> list[str]:
   """results.csv, summary.json and propagation.png, all or none (`atomic_write_files`)."""
   from initjax.core import results  # pylint: disable=import-outside-toplevel
   from initjax.studies import propagation_figure as figure  # pylint: disable=import-outside-toplevel
-  paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                 "propagation.png")]
+  paths = [os.path.join(output_dir, n) for n in figure.OUTPUT_FILES]
   results.atomic_write_files({
       paths[0]: results.csv_bytes(result["rows"], figure.RESULT_COLUMNS)[0],
       paths[1]: results.json_bytes(figure.summary(config, result)),
@@ -112,12 +111,13 @@ def main(argv):
     jax.config.update("jax_enable_x64", True)
   devices = jax.local_device_count()
   if config.num_devices > devices:
-    raise cli.UsageError("num_devices", f"must be between 0 and {devices} (the local devices); "
-                         f"got {config.num_devices}")
+    raise cli.UsageError("num_devices", f"must be between 0 (all) and {devices} (the local "
+                         f"devices); got {config.num_devices}")
   check_fits(config, parallel.local_devices(config.num_devices or None))
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
   with cli.hold_output_dir("output_dir", output_dir,
-                           lock.Holder(role="figure", what="a propagation figure run")):
+                           lock.Holder(role="figure", what="a propagation figure run")) as held:
+    cli.claim_output_dir("output_dir", output_dir, held, "propagation_figure", figure.OUTPUT_FILES)
     logging.info("%d setting(s) x %d seeds; %s network(s) vmapped per step (--seed_chunk), "
                  "%d worker(s) on %d device(s)", len(config.sigma2) + len(config.inits),
                  config.num_seeds, config.seed_chunk or "default",
@@ -132,6 +132,8 @@ def main(argv):
             "underflow to zero or NaN); they are flagged in results.csv and left out of the "
             "summaries. Try --dtype=float64 or a ReLU network with zero bias (exact in log "
             "space).", label, count, config.dtype)
+    if len(result["rows"]) >= 100_000:
+      logging.info("writing %d rows and the figure into %s", len(result["rows"]), output_dir)
     try:
       paths = write_files(output_dir, config, result)
     except OSError as e:

@@ -31,6 +31,7 @@ def main(argv):
   del argv
   if not os.path.isdir(FLAGS.output_dir):
     raise cli.UsageError("output_dir", f"{FLAGS.output_dir!r} is not a directory")
+  cli.check_output_kind("output_dir", FLAGS.output_dir, "sweep")
   try:
     config = store.load_sweep_config(FLAGS.output_dir)
   except ValueError as e:

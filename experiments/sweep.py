@@ -41,7 +41,7 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import cli, jobs
-from initjax.studies.sweep import SweepConfig
+from initjax.studies.sweep import SweepConfig, report
 from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
 
 _DEFAULTS = SweepConfig()
@@ -107,7 +107,8 @@ def main(argv):
   del argv
   config = config_from_flags()
   status = jobs.run_sweep_job(config, FLAGS.output_dir, lambda output_dir: cli.print_report(
-      output_dir, config), "python -m experiments.report --output_dir={output_dir}")
+      output_dir, config), "python -m experiments.report --output_dir={output_dir}",
+                              kind="sweep", files=report.OUTPUT_FILES)
   if status:
     raise SystemExit(status)
 

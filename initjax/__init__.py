@@ -10,7 +10,7 @@ README's "Layout"):
                        architectures
   initjax.nn           activations, gaussian_expectations, fans, initializers, networks,
                        residual, convolutional, gradients, models
-  initjax.core         errors, results, parallel, distributed, lock
+  initjax.core         errors, results, output_kind, progress, parallel, distributed, lock
 
 The modules users import have short paths too, the same module objects: `from initjax import
 propagation, probe, theory, models, batch_training, training, data, architectures, sweep`

@@ -104,8 +104,9 @@ def test_orbax_checkpoint_round_trip_and_fingerprint(tmp_path, reference):
   ckpt = checkpoints.GroupCheckpoint(str(tmp_path / "g"), "fp-1", chunk_steps=2, every_steps=2)
   assert ckpt.every_chunks == 1 and ckpt.restore() is None
   ckpt.save(payload, payload["steps"])
-  ckpt.save(newer, newer["steps"])              # the newer one replaces the older
-  assert len(os.listdir(tmp_path / "g")) == 1
+  ckpt.save(newer, newer["steps"])              # the newer one (and its checksums) replace it
+  assert sorted(os.listdir(tmp_path / "g")) == [f"segment_{newer['steps']:09d}",
+                                                f"segment_{newer['steps']:09d}.sha256.json"]
   back = ckpt.restore()
   assert back["round"] == newer["round"] and back["chunk"] == newer["chunk"]
   for got, want in zip(back["state"], newer["state"]):

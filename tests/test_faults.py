@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from initjax.studies.sweep import store, tasks
 from initjax.studies.sweep.config import SweepConfig
 from initjax.studies.sweep.grid import expand_grid
 from initjax.studies.sweep.summary import format_summary_table
-from tests.subprocess_env import subprocess_env
+from tests.subprocess_env import one_error_line, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 12 grid points (12 learning rates, one init) in one compiled group, so that the module compiles
@@ -63,16 +62,7 @@ def _report(out, env, *extra, prefix=()):
   return _run("report", [f"--output_dir={out}", *extra], env, timeout=120, prefix=prefix)
 
 
-def _one_error_line(proc, needle, status=2):
-  """The run failed with `status` and said why in one line (naming `needle`), no traceback."""
-  assert proc.returncode == status, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-  assert len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]
-  others = [l for l in proc.stderr.splitlines()
-            if not l.startswith("error: ") and not re.match(r"[IWE]\d{4} ", l)]
-  assert not others, proc.stderr[-3000:]  # besides absl's log lines, only that one
-  return errors[0]
+_one_error_line = one_error_line
 
 
 def _results(out):
@@ -536,8 +526,12 @@ def test_repeated_values_are_dropped_with_a_note(caplog):
                    "--inits: ignoring the repeated value(s) he_normal (each is used once)"]
 
 
-def test_damaged_data_cache_is_named(tmp_path):
+def test_unreadable_data_cache_is_named_and_generated_again(tmp_path, caplog):
   from initjax.training import data  # pylint: disable=import-outside-toplevel
   (tmp_path / "mnist1d_seed42.npz").write_bytes(b"PK\x03\x04 not a zip")
-  with pytest.raises(ValueError, match="mnist1d_seed42.npz cannot be read .*delete it"):
-    data.check_data_dir(str(tmp_path))
+  assert data.check_data_dir(str(tmp_path)) == str(tmp_path / "mnist1d_seed42.npz")
+  caplog.set_level("WARNING")
+  assert data.load_mnist1d(str(tmp_path))["x_train"].shape == (4000, 40)
+  lines = [r.getMessage() for r in caplog.records]
+  assert len(lines) == 1 and "mnist1d_seed42.npz cannot be read (" in lines[0], lines
+  assert "generating it again" in lines[0]

@@ -6,6 +6,9 @@ point (`python -m experiments.sweep` in subprocesses), compared byte for byte.
   to the half-written one. Rerunning the same command resumes from that save (step S > 0),
   trains only the segments after it, removes the checkpoint and writes results.csv and
   points/* byte-identical to an uninterrupted run.
+* A damaged mid-group checkpoint (the issue-23 case: SIGTERM, then four bits flipped in an
+  Orbax data file): the rerun names the file in one line, trains the group afresh and writes
+  the uninterrupted run's bytes; nothing damaged is resumed.
 * --num_devices=1, 2 and 4 (of 4 fake CPU devices, a fixed --seed_chunk) write byte-identical
   results.
 
@@ -190,6 +193,30 @@ def test_interrupted_group_resumes_to_identical_bytes(tmp_path, env, reference, 
   assert (round_index, step) in ref_saves
   assert _saves(log) == ref_saves[ref_saves.index((round_index, step)) + 1:], log[-3000:]
   assert not glob.glob(os.path.join(checkpoints_dir(out), "*"))  # the group is done
+  _assert_same_bytes(out, ref_out)
+
+
+def test_a_damaged_checkpoint_is_not_resumed(tmp_path, env, reference):
+  ref_out, ref_saves = reference
+  out = str(tmp_path / "run")
+  status, log, (complete, _) = _interrupt(out, env, str(tmp_path / "first.log"), signal.SIGTERM)
+  assert status == 128 + signal.SIGTERM and len(complete) == 1, log[-3000:]
+  data = [f for f in glob.glob(os.path.join(complete[0], "**", "d", "*"), recursive=True)
+          if os.path.isfile(f)]
+  damaged = max(data, key=os.path.getsize)
+  raw = bytearray(open(damaged, "rb").read())
+  for i in range(4):
+    raw[(i + 1) * len(raw) // 6] ^= 0x10
+  with open(damaged, "wb") as fh:
+    fh.write(bytes(raw))
+
+  log = _sweep(out, env)  # the same command again
+  named = [l for l in log.splitlines() if damaged in l]
+  assert len(named) == 1 and "does not match the sha256" in named[0], log[-3000:]
+  assert "starting the group afresh" in named[0]
+  assert not RESUMED.findall(log) and "Traceback" not in log
+  assert "could not be restored" not in log and "Event loop is closed" not in log
+  assert _saves(log) == ref_saves  # the whole group again, from step 0
   _assert_same_bytes(out, ref_out)
 
 

@@ -2,7 +2,10 @@
 
 Modules:
   errors          `ConfigError` (names the setting) and the registries' unknown-name error
-  results         atomic CSV/JSON/figure writers (a temporary name, then a rename)
+  results         atomic CSV/JSON/figure writers (a temporary name, then a rename), and the
+                  clean-up of what a killed writer left
+  output_kind     which command's results an output directory holds, so that another refuses it
+  progress        long work says so: a progress line with an ETA, at most once a minute
   parallel        the one way to spread networks or seeds over local devices (a worker per
                   device, or per CPU core), memory -> chunk size
   distributed     past one process: `jax.distributed` start-up, batch-task splits, SIGTERM/SIGINT

@@ -132,8 +132,18 @@ def live_holders(directory: str) -> dict[str, Holder]:
 class DirectoryLock:
   """A held registration (see the module docstring); `release()` or use it as a context."""
 
-  def __init__(self, directory: str, holder: Holder, fd: int, path: str):
+  def __init__(self, directory: str, holder: Holder, fd: int, path: str,
+               others: tuple[Holder, ...] = ()):
     self.directory, self.holder, self._fd, self.path = directory, holder, fd, path
+    self.others = others   # the live holders it shares the directory with, when it registered
+    self.registered = time.time()
+
+  @property
+  def alone(self) -> bool:
+    """No other live holder when it registered: a temporary file written in the directory
+    before `registered` was then left by a process that is gone (only tasks of its own split
+    may join later, and what they write is newer)."""
+    return not self.others
 
   def release(self) -> None:
     if self._fd is None:
@@ -173,7 +183,8 @@ def acquire(directory: str, holder: Holder, timeout: float = 10.0) -> DirectoryL
 def _acquire(directory: str, holder: Holder, timeout: float) -> DirectoryLock:
   door = _open_door(directory, timeout)
   try:
-    for other in live_holders(directory).values():
+    others = tuple(live_holders(directory).values())
+    for other in others:
       if not holder.compatible(other):
         raise DirectoryLocked(f"{directory} is in use by {other.describe()}; wait for it to "
                               "finish, stop it, or use another directory")
@@ -184,6 +195,6 @@ def _acquire(directory: str, holder: Holder, timeout: float) -> DirectoryLock:
       raise DirectoryLocked(f"{path} is locked by another process")
     os.ftruncate(fd, 0)
     os.write(fd, (json.dumps(dataclasses.asdict(holder)) + "\n").encode("utf-8"))
-    return DirectoryLock(directory, holder, fd, path)
+    return DirectoryLock(directory, holder, fd, path, others)
   finally:
     os.close(door)

@@ -46,9 +46,9 @@ def local_devices(num_devices: int | None = None) -> list:
   """The first `num_devices` local devices (all when None or 0)."""
   devices = jax.local_devices()
   if num_devices:
-    if num_devices < 1 or num_devices > len(devices):
-      raise ValueError(f"num_devices must be between 1 and {len(devices)} (the local devices); "
-                       f"got {num_devices}")
+    if num_devices < 0 or num_devices > len(devices):
+      raise ValueError(f"num_devices must be between 0 (all) and {len(devices)} (the local "
+                       f"devices); got {num_devices}")
     devices = devices[:num_devices]
   return devices
 

@@ -6,6 +6,10 @@ so an interrupted run never leaves a half-written or corrupt file under the fina
 the first is renamed, so a full disk leaves the old set, never a mix of old and new files.
 `csv_bytes` and `json_sha256` give what a reader needs to verify a file later (its bytes as
 written, hence their sha256, and a canonical hash of a JSON record's content).
+
+A temporary file is named `.<final name>.<8 random characters>.tmp` in the destination
+directory; only a killed process (SIGKILL, a power cut) leaves one behind, and
+`remove_stale_temp_files` deletes those of given final names, and no other file.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -25,6 +30,45 @@ def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+_TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")  # mkstemp's 8 random characters
+
+
+def temp_file_target(entry: str) -> str | None:
+  """The final name a temporary file of these writers is for (".a.csv.x1y2z3w4.tmp" -> "a.csv"),
+  or None for any other name."""
+  match = _TEMP_NAME.match(entry)
+  return match.group(1) if match else None
+
+
+def remove_stale_temp_files(directory: str, targets: Collection[str] | Callable[[str], bool],
+                            older_than: float | None = None) -> list[str]:
+  """Deletes the temporary files these writers left in `directory` for the final names
+  `targets` (a collection of names, or a predicate on a name), and only those last modified
+  before `older_than` (a `time.time()`) when given; returns the names deleted.
+
+  Only a killed writer leaves one, so call it where no live process is writing those names (an
+  output directory this run holds, its own files), or with `older_than` a time since which no
+  process that was writing them before is alive."""
+  wanted = targets if callable(targets) else set(targets).__contains__
+  removed = []
+  try:
+    entries = sorted(os.listdir(directory))
+  except OSError:
+    return removed
+  for entry in entries:
+    target = temp_file_target(entry)
+    if target is None or not wanted(target):
+      continue
+    path = os.path.join(directory, entry)
+    try:
+      if older_than is None or os.stat(path).st_mtime < older_than:
+        os.unlink(path)
+        removed.append(entry)
+    except OSError:
+      pass
+  return removed
 
 
 def _write_temp(path: str, data: bytes) -> str:

@@ -64,9 +64,18 @@ def gaussian_expectations(g, variances: np.ndarray, order: int = ORDER) -> np.nd
 
 
 @functools.lru_cache(maxsize=None)
+def _legendre(order: int) -> tuple[np.ndarray, np.ndarray]:
+  """Gauss-Legendre nodes and weights on [-1, 1], computed once per order."""
+  x, w = np.polynomial.legendre.leggauss(order)
+  x.setflags(write=False)
+  w.setflags(write=False)
+  return x, w
+
+
+@functools.lru_cache(maxsize=None)
 def _radial_nodes(order: int) -> tuple[np.ndarray, np.ndarray]:
   # int_0^inf r exp(-r^2 / 2) g(r) dr (weights sum to 1).
-  x, w = np.polynomial.legendre.leggauss(order)
+  x, w = _legendre(order)
   r = 0.5 * Z_MAX * (x + 1.0)
   return r, 0.5 * Z_MAX * w * r * np.exp(-0.5 * r * r)
 
@@ -78,7 +87,7 @@ def _angular_nodes(t: float, order: int) -> tuple[np.ndarray, np.ndarray]:
   half = 0.5 * math.pi
   breaks = np.sort(np.mod([half, 3 * half, t + half, t - half], 2 * math.pi))
   breaks = np.concatenate([breaks, [breaks[0] + 2 * math.pi]])
-  x, w = np.polynomial.legendre.leggauss(order)
+  x, w = _legendre(order)
   thetas, weights = [], []
   for lo, hi in zip(breaks[:-1], breaks[1:]):
     if hi - lo > 1e-12:

@@ -22,13 +22,39 @@ import numpy as np
 
 from initjax.core.errors import ConfigError
 from initjax.nn import activations
-from initjax.studies.sweep.config import SweepConfig, fan_in_variance
+from initjax.studies.sweep.config import SIGMA2_W_PREFIX, SweepConfig, fan_in_variance
 from initjax.studies.sweep.group import PointResult
 from initjax.theory import phases
+from initjax.training.optimizers import optimizer_names
 
 RESULT_COLUMNS = ("sigma2_w", "sigma2_b", "activation", "depth", "width", "optimizer",
                   "learning_rate", "seed", "metric", "value")
 CHANCE = 0.1    # MNIST-1D has 10 balanced classes
+OUTPUT_FILES = ("results.csv", "summary.json", "phase_diagram.png")
+# The phase diagram's settings named by the sweep it runs: a sweep field -> the setting here.
+SWEEP_FIELDS = {"inits": "sigma2_w", "widths": "width", "activations": "activation",
+                "optimizers": "optimizer", "learning_rates": "learning_rate",
+                "bias_variance": "sigma2_b", "log_every": "steps", "eval_every": "steps",
+                "stats_every": "steps"}
+
+
+def setting_name(sweep_field: str) -> str:
+  """The phase diagram's name for a sweep field ("depths/widths" -> "depths/width"); a field
+  both share keeps its name."""
+  return "/".join(SWEEP_FIELDS.get(f, f) for f in sweep_field.split("/"))
+
+
+def exact_text(value: float) -> str:
+  """A float as short text that reads back as exactly that float: "%g" where it does (1.75,
+  0.5, 1), else repr (1.23456789, not "%g"'s 1.23457)."""
+  short = f"{value:g}"
+  return short if float(short) == value else repr(float(value))
+
+
+def init_of(sigma2_w: float) -> str:
+  """The sweep's init of one sigma2_w: "sigma2_w=<exact_text>", so two different values are
+  two different inits."""
+  return SIGMA2_W_PREFIX + exact_text(sigma2_w)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +79,9 @@ class PhaseConfig:
       raise ConfigError("sigma2_w", "needs at least one value")
     if any(not (math.isfinite(s) and s > 0) for s in self.sigma2_w):
       raise ConfigError("sigma2_w", f"values must be finite numbers > 0; got {self.sigma2_w}")
+    if len(set(self.sigma2_w)) != len(self.sigma2_w):
+      twice = next(s for s in self.sigma2_w if self.sigma2_w.count(s) > 1)
+      raise ConfigError("sigma2_w", f"{exact_text(twice)} is listed twice; list each value once")
     if not (isinstance(self.sigma2_b, (int, float)) and math.isfinite(self.sigma2_b)
             and self.sigma2_b >= 0):
       raise ConfigError("sigma2_b", f"must be a finite number >= 0; got {self.sigma2_b}")
@@ -60,12 +89,43 @@ class PhaseConfig:
       activations.get(self.activation)
     except ValueError as e:
       raise ConfigError("activation", str(e)) from None
-    self.sweep_config()   # the sweep checks the rest and names the field
+    if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+      raise ConfigError("width", f"must be an integer >= 1; got {self.width!r}")
+    if self.optimizer not in optimizer_names():
+      raise ConfigError("optimizer", f"unknown value {self.optimizer!r}; allowed: "
+                        f"{', '.join(optimizer_names())}")
+    if isinstance(self.learning_rate, bool) or not (
+        isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+        and self.learning_rate > 0):
+      raise ConfigError("learning_rate", f"must be a finite number > 0; got {self.learning_rate}")
+    try:
+      self.sweep_config()   # the sweep checks the rest
+    except ConfigError as e:
+      raise ConfigError(setting_name(e.field), e.message) from None
+    self.check_theory()
+
+  def check_theory(self) -> None:
+    """The mean-field theory the summary draws on answers for every sigma2_w (the depth scales)
+    and for sigma2_b (the critical point), checked before anything is trained.
+
+    Raises:
+      ConfigError("sigma2_w" or "activation/sigma2_b", the theory's reason).
+    """
+    for s in self.sigma2_w:
+      try:
+        phases.depth_scales(self.activation, s, self.sigma2_b)
+      except ValueError as e:
+        raise ConfigError("sigma2_w", f"{exact_text(s)}: the mean-field theory has no depth "
+                          f"scale to compare with: {e}") from None
+    try:
+      phases.phase_boundary(self.activation, self.sigma2_b)
+    except ValueError as e:
+      raise ConfigError("activation/sigma2_b", f"no critical point to draw: {e}") from None
 
   def sweep_config(self) -> SweepConfig:
     """The sweep that trains the grid: one init "sigma2_w=v" per weight variance."""
     return SweepConfig(
-        inits=tuple(f"sigma2_w={s:g}" for s in self.sigma2_w), depths=self.depths,
+        inits=tuple(init_of(s) for s in self.sigma2_w), depths=self.depths,
         widths=(self.width,), activations=(self.activation,), optimizers=(self.optimizer,),
         learning_rates=((self.optimizer, (self.learning_rate,)),), num_seeds=self.num_seeds,
         steps=self.steps, seed=self.seed, bias_variance=self.sigma2_b, data_dir=self.data_dir,
@@ -86,7 +146,7 @@ def theory(activation: str, sigma2_b: float, sigma2_w: Sequence[float]) -> dict[
 def accuracy_grid(config: PhaseConfig, results: dict[str, PointResult]) -> np.ndarray:
   """Final test accuracy (depths, sigma2_w, seeds); NaN for a diverged or missing network."""
   grid = np.full((len(config.depths), len(config.sigma2_w), config.num_seeds), np.nan)
-  index_w = {f"sigma2_w={s:g}": j for j, s in enumerate(config.sigma2_w)}
+  index_w = {init_of(s): j for j, s in enumerate(config.sigma2_w)}
   index_d = {d: i for i, d in enumerate(config.depths)}
   for r in results.values():
     acc = r.records["test_accuracy"][:, -1].astype(np.float64)

@@ -179,11 +179,26 @@ def reached_fixed_point(activation: ActivationLike, sigma2_w: float, sigma2_b: f
   monotonically to the nearest fixed point above q^0 (F(q^0) > q^0) or below it (F(q^0) < q^0);
   inf when none is above. Otherwise the map is iterated. With input_variance = 0 and zero bias
   the trajectory starts at q = 0+: at 0 if 0 is stable, else at the next fixed point above.
+
+  Raises:
+    ValueError: saying why, for variances that are not finite or negative, and for a q^0
+      beyond the scanned range (above 1e10, e.g. tanh at sigma2_w = 1e30) unless the activation
+      is piecewise linear (then every q behaves alike).
   """
   check_variances(sigma2_w, sigma2_b, input_variance)
   record = activations.get(activation)
-  points = q_fixed_points(record, sigma2_w, sigma2_b)
   q0 = sigma2_w * input_variance + sigma2_b
+  given = (f"(sigma2_w={sigma2_w!r}, sigma2_b={sigma2_b!r}, input_variance="
+           f"{input_variance!r})")
+  if not math.isfinite(q0):
+    raise ValueError(f"q^0 = sigma2_w * input_variance + sigma2_b is not finite {given}: the "
+                     "variance overflows")
+  if q0 > Q_GRID[-1] and record.slopes is None:
+    raise ValueError(
+        f"q^0 = sigma2_w * input_variance + sigma2_b = {q0:.6g} {given} is beyond q = "
+        f"{Q_GRID[-1]:g}, the largest variance at which the mean-field theory of activation "
+        f"{record.name!r} resolves its fixed points; it cannot tell where such a network goes")
+  points = q_fixed_points(record, sigma2_w, sigma2_b)
   if not points:
     return q0, "F(q) = q for every q: q^l stays at q^0", points
   values = [p.q for p in points]
@@ -197,7 +212,11 @@ def reached_fixed_point(activation: ActivationLike, sigma2_w: float, sigma2_b: f
   if g0 > 0:
     target = next((q for q in values if q > q0), math.inf)
   else:
-    target = next(q for q in reversed(values) if q < q0)
+    target = next((q for q in reversed(values) if q < q0), None)
+    if target is None:   # F(q^0) < q^0 with no fixed point below: not for a continuous F
+      raise ValueError(f"the q-map of activation {record.name!r} at sigma2_w={sigma2_w!r}, "
+                       f"sigma2_b={sigma2_b!r} shrinks q^0 = {q0:.6g} but has no fixed point "
+                       "below it in the range the theory resolves")
   lo, hi = sorted((q0, min(target, Q_GRID[-1])))
   grid = np.concatenate([[lo], Q_GRID[(Q_GRID > lo) & (Q_GRID < hi)], [hi]])
   if np.any(np.diff(q_map(record, sigma2_w, sigma2_b, grid)) < -1e-12 * grid[1:]):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from initjax import training
-from initjax.core import distributed, parallel
+from initjax.core import distributed, parallel, progress
 from initjax.measurement import propagation
 from initjax.nn import initializers
 from initjax.studies.sweep import summary as summary_lib
@@ -21,6 +21,7 @@ from initjax.theory import architectures
 from initjax.training import batch_training
 from initjax.training import data as data_lib
 
+INIT_CHUNK = 1000   # networks drawn between two looks at the clock (and at a pending signal)
 CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "optimizer",
                "learning_rate", "seed", "step", "metric", "layer", "value")
 
@@ -193,13 +194,24 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
   spec = train_spec(config, first.optimizer, data["task"])
   bias_init = (initializers.normal(config.bias_variance) if config.bias_variance > 0 else None)
   params, data_keys, lrs = [], [], []
-  for p in points:
+  drawing = progress.Progress(f"depth {first.depth}, width {first.width}: drawing the initial "
+                              "parameters", len(points) * config.num_seeds, "networks")
+  for j, p in enumerate(points):
     distributed.check_interrupted()
     init_keys, keys = point_keys(key, p, config.num_seeds)
-    params.append(architectures.init_networks(
-        arch, init_keys, weight_initializer(p.init), input_shape=data["x_train"].shape[1:],
-        width=p.width, depth=p.depth, output_dim=data["output_dim"], bias_init=bias_init,
-        options=options))
+    draw = functools.partial(
+        architectures.init_networks, arch, weight_init=weight_initializer(p.init),
+        input_shape=data["x_train"].shape[1:], width=p.width, depth=p.depth,
+        output_dim=data["output_dim"], bias_init=bias_init, options=options)
+    if config.num_seeds <= INIT_CHUNK:
+      params.append(draw(init_keys))
+    else:   # in pieces, to say how far it is (each network from its own key: the same values)
+      pieces = []
+      for s in range(0, config.num_seeds, INIT_CHUNK):
+        distributed.check_interrupted()
+        pieces.append(draw(init_keys[s:s + INIT_CHUNK]))
+        drawing.update(j * config.num_seeds + min(s + INIT_CHUNK, config.num_seeds))
+      params.append(jax.tree.map(lambda *a: jnp.concatenate(a), *pieces))
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)

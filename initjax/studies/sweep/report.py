@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from initjax.core.results import atomic_write_files, csv_bytes, figure_bytes, json_bytes
+from absl import logging
+
+from initjax.core.results import (atomic_write_files, csv_bytes, figure_bytes, json_bytes,
+                                  remove_stale_temp_files)
 from initjax.studies.sweep import plots, store
 from initjax.studies.sweep import summary as summary_lib
 from initjax.studies.sweep.config import SweepConfig
@@ -35,7 +38,10 @@ def write_outputs(output_dir: str, config: SweepConfig, results: dict[str, Point
     raise ValueError("no finished grid point to write a report of")
   info = data_lib.dataset_info(config.dataset)
   task, num_classes = info["task"], info["num_classes"]
-  store.remove_stale_temp_files(output_dir, OUTPUT_FILES)
+  stale = remove_stale_temp_files(output_dir, OUTPUT_FILES)
+  if stale:
+    logging.info("removed %d temporary file(s) that an earlier killed run left in %s: %s",
+                 len(stale), output_dir, ", ".join(stale))
   paths = {name: os.path.join(output_dir, name) for name in OUTPUT_FILES}
   summary = {"config": {**config.to_dict(), "output_dir": output_dir},
              "task": task, "num_classes": num_classes,
@@ -71,9 +77,14 @@ def write_report(output_dir: str, config: SweepConfig | None = None, allow_parti
   return write_outputs(output_dir, config, results, list(missing)), summarize(results), missing
 
 
-def describe_missing(missing: dict[str, str], output_dir: str, config: SweepConfig) -> str:
-  """What a report says about missing points: a line, then one line per point."""
+SWEEP_HINT = ("rerun the sweep's command, or its tasks, to compute them; --allow_partial "
+              "reports without them")
+
+
+def describe_missing(missing: dict[str, str], output_dir: str, config: SweepConfig,
+                     hint: str = SWEEP_HINT) -> str:
+  """What a report says about missing points: a line (ending with `hint`, what to do), then one
+  line per point."""
   head = (f"{len(missing)} of {len(expand_grid(config))} grid points have no finished results "
-          f"under {os.path.join(output_dir, store.POINTS_DIR)} (rerun the sweep's command, or its "
-          "tasks, to compute them; --allow_partial reports without them):")
+          f"under {os.path.join(output_dir, store.POINTS_DIR)} ({hint}):")
   return "\n".join([head] + [f"  {pid}: {why}" for pid, why in missing.items()])

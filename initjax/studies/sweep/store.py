@@ -211,25 +211,6 @@ def describe_difference(diff: dict[str, tuple]) -> str:
                    else f"{k} {a} (now {b})" for k, (a, b) in diff.items())
 
 
-def remove_stale_temp_files(directory: str, names: Sequence[str]) -> int:
-  """Deletes the temporary files that `initjax.results`' atomic writers left for `names` (only a
-  SIGKILL leaves them: .<name>.<random>.tmp); returns how many."""
-  prefixes = tuple(f".{name}." for name in names)
-  removed = 0
-  try:
-    entries = os.listdir(directory)
-  except OSError:
-    return 0
-  for entry in entries:
-    if entry.startswith(prefixes) and entry.endswith(".tmp"):
-      try:
-        os.unlink(os.path.join(directory, entry))
-        removed += 1
-      except OSError:
-        pass
-  return removed
-
-
 _INT_COLUMNS = ("depth", "width", "seed", "step", "layer")
 
 

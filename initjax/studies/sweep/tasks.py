@@ -16,9 +16,9 @@ import jax
 from absl import logging
 
 from initjax import training
-from initjax.core import distributed, lock, parallel
+from initjax.core import distributed, lock, parallel, progress
 from initjax.core.errors import ConfigError
-from initjax.core.results import json_sha256
+from initjax.core.results import json_sha256, remove_stale_temp_files
 from initjax.studies.sweep import store
 from initjax.studies.sweep.config import SweepConfig
 from initjax.studies.sweep.grid import GridPoint, expand_grid, group_cost, group_points, task_points
@@ -31,6 +31,7 @@ GIB = 2.0 ** 30
 # float32 matmul peak, and more than any current accelerator sustains in float32.
 _FAST_FLOPS = {"cpu": 1.0e11, "other": 1.0e14}
 ABSURD_SECONDS = 7 * 24 * 3600.0
+LONG_NETWORK_STEPS = 1e7   # a task this long says so before it starts
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -126,8 +127,8 @@ def check_fits(config: SweepConfig, devices: Sequence[Any], data: dict[str, Any]
     one = network_bytes(p, config, shapes)
     largest = max(largest, one)
     what = (f"one network of depth {p.depth}, width {p.width} needs about {one / GIB:.3g} GiB "
-            f"to train (with --batch_size={config.batch_size}, --stats_batch_size="
-            f"{config.stats_batch_size}, --steps={config.steps})")
+            f"to train (minibatches of {config.batch_size}, statistics on "
+            f"{config.stats_batch_size} examples, {config.steps} steps)")
     if one * shared > available:
       together = (f"; the {shared} CPU workers train one each at once (--num_devices or fewer "
                   f"cores to use fewer): {one * shared / GIB:.3g} GiB" if shared > 1 else "")
@@ -146,21 +147,90 @@ def check_fits(config: SweepConfig, devices: Sequence[Any], data: dict[str, Any]
   return largest
 
 
+def check_data(config: SweepConfig, data: dict[str, Any]) -> None:
+  """The settings that depend on the data, against the data actually loaded (the config checked
+  them against the data set's nominal size).
+
+  Raises:
+    ConfigError("batch_size" or "stats_batch_size", ...): more examples than the data hold.
+  """
+  rows = int(data["x_train"].shape[0])
+  for field in ("batch_size", "stats_batch_size"):
+    if getattr(config, field) > rows:
+      raise ConfigError(field, f"must be <= {rows} (the training examples of the {config.dataset} "
+                        f"data loaded); got {getattr(config, field)}")
+
+
+def _training_flops(config: SweepConfig, groups) -> float:
+  """Training FLOPs of `groups`: 6 x batch x parameters per network and step."""
+  return sum(6.0 * config.batch_size * p.depth * p.width * (p.width + 1) * config.steps
+             * config.num_seeds for group in groups for p in group)
+
+
+def _fast_speed(devices: Sequence[Any]) -> float:
+  return _FAST_FLOPS.get(devices[0].platform, _FAST_FLOPS["other"]) * len(devices)
+
+
+def _announce_long(config: SweepConfig, groups, devices: Sequence[Any]) -> None:
+  """Before a long task starts (`LONG_NETWORK_STEPS` network-steps or more): one line with its
+  size and the least time it can take; the progress lines with ETAs follow."""
+  networks = sum(len(g) for g in groups) * config.num_seeds
+  flops, speed = _training_flops(config, groups), _fast_speed(devices)
+  if networks * config.steps >= LONG_NETWORK_STEPS or flops / speed > 600:
+    logging.info(
+        "this task trains %s networks for %d steps each (%s network-steps, about %.3g FLOPs): "
+        "at least %s even at %.0e FLOP/s per device, likely far longer for small networks; "
+        "its progress and an ETA are logged about once a minute", f"{networks:,}",
+        config.steps, f"{networks * config.steps:,}", flops, progress.duration(flops / speed),
+        speed / len(devices))
+  _warn_if_absurd(config, groups, devices)
+
+
 def _warn_if_absurd(config: SweepConfig, groups, devices: Sequence[Any]) -> None:
   """Logs a warning when the training FLOPs of `groups` (6 x batch x parameters per network and
   step) would take longer than `ABSURD_SECONDS` even at an optimistic speed on every device."""
-  flops = 0.0
-  for group in groups:
-    for p in group:
-      params = p.depth * p.width * (p.width + 1)
-      flops += 6.0 * config.batch_size * params * config.steps * config.num_seeds
-  speed = _FAST_FLOPS.get(devices[0].platform, _FAST_FLOPS["other"]) * len(devices)
+  flops, speed = _training_flops(config, groups), _fast_speed(devices)
   if flops / speed > ABSURD_SECONDS:
     logging.warning(
         "this task trains about %.3g FLOPs: at least %.0f days on %d %s device(s) even at %.0e "
-        "FLOP/s each; check --depths, --widths, --steps and --num_seeds (the log gives an ETA "
+        "FLOP/s each; check the depths, widths, steps and seeds (the log gives an ETA "
         "after the first group)", flops, flops / speed / 86400, len(devices),
         devices[0].platform, speed / len(devices))
+
+
+class TrainingProgress:
+  """A group's checkpoint (`checkpoints.GroupCheckpoint`) that also logs how far the group's
+  training is (`initjax.core.progress`, in network-steps) after every segment.
+
+  `run_networks` trains its networks in rounds of one block per worker, each round in segments
+  of `every_chunks` recording chunks, and calls `segment_done` after each: the group is
+  rounds x segments calls long, and a restored save says how many were done before."""
+
+  def __init__(self, checkpoint: checkpoints.GroupCheckpoint, what: str, networks: int,
+               steps: int, block: int, workers: int, chunks: int):
+    self.checkpoint = checkpoint
+    self.every_chunks = checkpoint.every_chunks
+    self._every = min(chunks, self.every_chunks)
+    self._segments = -(-chunks // self._every)
+    self.calls = -(-(-(-networks // block)) // workers) * self._segments
+    self._what, self._total, self._done = what, networks * steps, 0
+    self.progress = progress.Progress(what, self._total, "network-steps")
+
+  def _network_steps(self) -> int:
+    return round(self._total * self._done / self.calls)
+
+  def restore(self) -> dict[str, Any] | None:
+    saved = self.checkpoint.restore()
+    if saved is not None:
+      self._done = len(saved["done"]) * self._segments + -(-int(saved["chunk"]) // self._every)
+      self.progress = progress.Progress(self._what, self._total, "network-steps",
+                                        start=self._network_steps())
+    return saved
+
+  def segment_done(self, payload) -> None:
+    self.checkpoint.segment_done(payload)
+    self._done += 1
+    self.progress.update(self._network_steps())
 
 
 def task_holder(config: SweepConfig, task_index: int, num_tasks: int) -> lock.Holder:
@@ -203,10 +273,10 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   mine = [p for g in groups for p in g]
   points_dir = os.path.join(output_dir, store.POINTS_DIR)
   os.makedirs(points_dir, exist_ok=True)
-  stale = store.remove_stale_temp_files(points_dir, [f"{p.point_id}.{ext}" for p in mine
-                                                     for ext in ("csv", "json")])
+  stale = remove_stale_temp_files(points_dir, [f"{p.point_id}.{ext}" for p in mine
+                                               for ext in ("csv", "json")])
   if stale:
-    logging.info("removed %d temporary file(s) that an earlier killed run left in %s", stale,
+    logging.info("removed %d temporary file(s) that an earlier killed run left in %s", len(stale),
                  points_dir)
   done = set() if overwrite else _check_finished(output_dir, config, mine)
   store.save_sweep_config(output_dir, config)
@@ -225,9 +295,10 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
       shutil.rmtree(os.path.join(output_dir, CHECKPOINTS_DIR, names), ignore_errors=True)
   if not todo:
     return {"points": len(mine), "skipped": len(done), "computed": 0}
-  _warn_if_absurd(config, todo, devices)
+  _announce_long(config, todo, devices)
   distributed.check_interrupted()
   data = load_data(config)
+  check_data(config, data)
   check_fits(config, devices, data, seed_chunk, todo)
   key = jax.random.PRNGKey(config.seed)
   costs = [group_cost(g, config) for g in todo]
@@ -235,14 +306,20 @@ def run_task(config: SweepConfig, output_dir: str, task_index: int = 0, num_task
   for i, group in enumerate(todo):
     t0 = time.time()
     block = group_block(group, config, data, devices, seed_chunk)
-    ckpt = group_checkpoint(output_dir, config, group, block, len(parallel.workers(devices)),
-                            data["task"], checkpoint_steps, checkpoint_minutes)
-    for result in run_group(group, data, config, key, devices, block, ckpt).values():
+    workers = len(parallel.workers(devices))
+    ckpt = group_checkpoint(output_dir, config, group, block, workers, data["task"],
+                            checkpoint_steps, checkpoint_minutes)
+    p = group[0]
+    spec = train_spec(config, p.optimizer, data["task"])
+    tracked = TrainingProgress(
+        ckpt, f"group {i + 1} of {len(todo)} (depth {p.depth}, width {p.width}): training",
+        len(group) * config.num_seeds, config.steps, block, workers,
+        spec.steps // training.record_chunk(spec))
+    for result in run_group(group, data, config, key, devices, block, tracked).values():
       store.write_point(output_dir, config, result)
     ckpt.remove()
     done_cost += costs[i]
     elapsed = time.time() - start
-    p = group[0]
     logging.info("group %d of %d (depth %d, width %d, %s, %s; %d grid points x %d seeds, "
                  "blocks of %d networks) took %.1f s; elapsed %.1f s, remaining about %.0f s",
                  i + 1, len(todo), p.depth, p.width, p.activation, p.optimizer, len(group),
