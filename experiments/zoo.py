@@ -42,12 +42,13 @@ def main(argv):
                          layers=_LAYERS.value, steps=_STEPS.value,
                          train_steps=_TRAIN_STEPS.value, width=_WIDTH.value)
   output_dir = cli.output_dir("output_dir", _OUTPUT_DIR.value)
+  names = ("results.csv", "summary.json", f"zoo_{config.model}.png")
   with cli.hold_output_dir("output_dir", output_dir,
-                           lock.Holder(role="zoo", what="a model-zoo study")):
+                           lock.Holder(role="zoo", what="a model-zoo study")) as held:
+    cli.claim_output_dir("output_dir", output_dir, held, "zoo", names)
     start = time.perf_counter()
     result = zoo.run(config)
-    paths = [os.path.join(output_dir, n) for n in ("results.csv", "summary.json",
-                                                   f"zoo_{config.model}.png")]
+    paths = [os.path.join(output_dir, n) for n in names]
     try:
       results.atomic_write_files({
           paths[0]: results.csv_bytes(result["rows"], zoo.COLUMNS)[0],

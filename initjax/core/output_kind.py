@@ -22,9 +22,11 @@ KINDS = {
     "sweep": "a training sweep (experiments.sweep)",
     "phase_diagram": "a phase diagram (experiments.phase_diagram)",
     "propagation_figure": "a propagation figure (experiments.propagation)",
+    "zoo": "a model-zoo study (experiments.zoo)",
 }
 _FIGURES = {"phase_diagram.png": "phase_diagram", "propagation.png": "propagation_figure",
-            "loss_curves.png": "sweep"}
+            "loss_curves.png": "sweep", "zoo_transformer.png": "zoo", "zoo_rnn.png": "zoo",
+            "zoo_resnet.png": "zoo"}
 
 
 class WrongKind(ValueError):
