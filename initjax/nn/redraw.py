@@ -250,8 +250,11 @@ class Redraw:
 
   @property
   def static(self) -> tuple:
-    """What the compiled program depends on (hashable): the leaves and their draw kinds."""
-    return self.leaves, self.kinds
+    """What the compiled program depends on (hashable): the leaves, their draw kinds and
+    whether some comparison keeps the model's own draw of each (where none does, the program
+    does not compute it: XLA drops the model's own random draw of that leaf)."""
+    keeps = tuple(bool(np.any(self.select_CxL[:, i] == 0)) for i in range(len(self.leaves)))
+    return self.leaves, self.kinds, keeps
 
   @property
   def assumed(self) -> list[str]:
@@ -350,7 +353,7 @@ def apply(static: tuple, params: Any, key: jax.Array, select_L: jax.Array, std_L
   """`params` with every leaf drawn as comparison row (select_L, std_L) says, then every kernel
   multiplied by sqrt(scale). `static` is `Redraw.static` (the leaves and their draw kinds): the
   program depends only on it, while select_L, std_L and scale may be traced."""
-  leaves, all_kinds = static
+  leaves, all_kinds, keeps = static
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   if len(flat) != len(leaves):
     raise RedrawError(f"the model has {len(flat)} parameter leaves, the plan {len(leaves)}")
@@ -361,8 +364,14 @@ def apply(static: tuple, params: Any, key: jax.Array, select_L: jax.Array, std_L
     value = own
     if all_kinds[i]:
       k = leaf_key(key, leaf.name)
-      candidates = [own] + [_draw_kind(kind, k, leaf) for kind in all_kinds[i]]
-      value = jnp.stack(candidates)[select_L[i]] * jnp.asarray(std_L[i], own.dtype)
+      drawn = [_draw_kind(kind, k, leaf) for kind in all_kinds[i]]
+      if keeps[i]:
+        value = jnp.stack([own] + drawn)[select_L[i]]
+      elif len(drawn) == 1:
+        value = drawn[0]
+      else:
+        value = jnp.stack(drawn)[select_L[i] - 1]
+      value = value * jnp.asarray(std_L[i], own.dtype)
     if leaf.role == "kernel":
       value = value * jnp.sqrt(jnp.asarray(scale, own.dtype))
     out.append(value)
