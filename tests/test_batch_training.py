@@ -143,6 +143,7 @@ def test_parse_every():
       checkpoints.parse_every(bad)
 
 
+@pytest.mark.slow  # about 14 s: a subprocess with 1, 2 and 4 fake devices
 def test_one_two_and_four_devices_give_identical_results():
   code = textwrap.dedent("""
       import jax, numpy as np

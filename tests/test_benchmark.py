@@ -108,6 +108,7 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
   assert sweep["cold_s"] > 0 and sweep["warm_s"] > 0 and sweep["cache_entries_after_cold"] > 0
 
 
+@pytest.mark.slow  # about 20 s: the tiny benchmark end to end, as if torch were absent
 def test_without_torch(tmp_path):
   res = run_benchmark(tmp_path, "--skip=propagation,training,cnn,compile,memory,sweep_start",
                       env={NO_TORCH: "1"})

@@ -81,6 +81,7 @@ def test_bad_num_devices():
     parallel.local_devices(1000)
 
 
+@pytest.mark.slow  # about 12 s: a subprocess with 4 fake devices
 def test_propagation_on_four_fake_devices_equals_one_device():
   code = textwrap.dedent("""
       import jax, numpy as np

@@ -359,6 +359,7 @@ def test_bad_inputs_one_clear_error_before_compiling(overrides, match):
 # ------------------------------------------------------------------------------------------------
 # Devices.
 
+@pytest.mark.slow  # about 8 s: a subprocess with 4 fake devices
 def test_four_fake_devices_equal_one():
   code = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np

@@ -53,15 +53,15 @@ SPEC = training.TrainSpec(optimizer="adam", steps=30, eval_every=10, stats_every
 
 
 def _resnet(weight_init):
-  return models.networks(ResNet(stages=[8, 8]), jax.random.split(jax.random.key(1), 3),
+  return models.networks(ResNet(stages=[8, 8]), jax.random.split(jax.random.key(1), 2),
                          DATA["x_train"][:4], weight_init=weight_init,
                          train_kwargs={"train": True}, eval_kwargs={"train": False})
 
 
 def test_batchnorm_resnet_trains_with_running_statistics():
   net = _resnet("he_normal")
-  keys = jax.random.split(jax.random.key(2), 3)
-  out = batch_training.run_networks(net.model, net.params, keys, np.full(3, 3e-3), DATA, SPEC,
+  keys = jax.random.split(jax.random.key(2), 2)
+  out = batch_training.run_networks(net.model, net.params, keys, np.full(2, 3e-3), DATA, SPEC,
                                     state_B=net.state, return_final=True)
   assert np.all(np.isfinite(out["train_loss"])) and np.all(out["diverged_step"] == -1)
   assert np.all(out["train_loss"][:, -5:].mean(1) < out["train_loss"][:, :5].mean(1))
@@ -72,7 +72,7 @@ def test_batchnorm_resnet_trains_with_running_statistics():
   assert not np.allclose(stats1["mean"][0], stats1["mean"][1])
   # Evaluation ran in eval mode with these running statistics: the final test loss recomputed
   # from the final parameters and state, with use_running_average=True, is the recorded one.
-  for b in range(3):
+  for b in range(2):
     params = jax.tree.map(lambda a, b=b: a[b], out["final_params"])
     state = jax.tree.map(lambda a, b=b: a[b], out["final_state"])
     logits = forward_eval(net.model, params, state, DATA["x_test"])
@@ -82,7 +82,7 @@ def test_batchnorm_resnet_trains_with_running_statistics():
 
 def test_he_vs_xavier_is_one_argument_for_training():
   he, xavier = _resnet("he_normal"), _resnet("xavier_normal")
-  k_he = he.params["Conv_0"]["kernel"]          # (3 networks, window 3, 1, 8): fan_in 3
+  k_he = he.params["Conv_0"]["kernel"]          # (2 networks, window 3, 1, 8): fan_in 3
   k_xa = xavier.params["Conv_0"]["kernel"]
   # Same keys, one family: Xavier's kernel is He's times sqrt((2 / 24 + 3) ... ) exactly:
   # variance 2 / (3 + 24) against 2 / 3.
@@ -202,6 +202,7 @@ def test_equinox_mlp_trains_and_from_flax_takes_unhashable_modules():
   assert a is b
 
 
+@pytest.mark.slow  # about 10 s: two compiled training loops of a BatchNorm ResNet
 def test_a_convolutional_model_trains_one_step_per_call_on_a_cpu_with_the_same_numbers():
   # XLA's CPU backend runs convolution gradients slowly inside a scan over steps, so "auto"
   # trains a model that convolves one step per call; both loops compute the same steps.

@@ -32,6 +32,7 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("data"))
 
 
+@pytest.mark.slow  # about 18 s: the sweep CLI end to end
 def test_tiny_sweep_end_to_end(tmp_path, data_dir):
   out = tmp_path / "sweep"
   proc = _run(["--depths=2", "--widths=8", "--steps=20", "--num_seeds=2", "--optimizers=momentum",
