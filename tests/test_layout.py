@@ -60,7 +60,8 @@ def imports_of(path: pathlib.Path, top_level_only: bool = False):
   """(line, imported module) for every initjax import in a file; `from A import b` names the
   module A.b where b is one, else A."""
   tree = ast.parse(path.read_text(), str(path))
-  package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+  name = module_name(path)
+  package = name if path.name == "__init__.py" else name.rpartition(".")[0]
   nodes = tree.body if top_level_only else ast.walk(tree)
   for node in nodes:
     if isinstance(node, ast.Import):

@@ -411,8 +411,8 @@ def test_scanned_layers_vmapped_layers_and_a_jit_inside():
   assert _within(rows["params/ScanHiddenLayer_0/Dense_0/kernel"]["variance"], 2 / 16, 5 * 256)
   stats = probe.measure(ScannedMLP(), x, key=jax.random.key(1), num_seeds=2,
                         weight_init="he_normal")
-  assert stats["layers"] == ("Dense_0",) + tuple(f"ScanHiddenLayer_0/Dense_0[{i}]" for i in range(5)) \
-      + ("Dense_1",)
+  scanned = tuple(f"ScanHiddenLayer_0/Dense_0[{i}]" for i in range(5))
+  assert stats["layers"] == ("Dense_0",) + scanned + ("Dense_1",)
   # nn.vmap: the vmapped layer is one layer with its vmapped axis.
   vmapped = nn.vmap(nn.Dense, variable_axes={"params": 0}, split_rngs={"params": True})(3)
   assert probe.layers(vmapped, jnp.stack([x, x])) == {"Dense": (2, 8, 3)}   # the top module

@@ -79,8 +79,8 @@ def test_cli_writes_its_files_and_refuses_bad_flags(tmp_path, env):
   proc = _zoo(["--model=rnn", "--num_seeds=2", "--steps=5", "--width=8",
                f"--output_dir={out}"], env)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == sorted(["results.csv", "summary.json", "zoo_rnn.png",
-                                            "initjax_output.json"])
+  written = sorted(n for n in os.listdir(out) if not n.startswith("."))
+  assert written == sorted(["results.csv", "summary.json", "zoo_rnn.png", "initjax_output.json"])
   assert json.loads((out / "summary.json").read_text())["config"]["steps"] == 5
   bad = _zoo(["--model=cnn", f"--output_dir={tmp_path / 'bad'}"], env)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(

@@ -113,8 +113,8 @@ def cnn_layer_statistics(params: Params, x: jax.Array, y: jax.Array, loss_fn,
                          activation: str = "relu", padding: str = "circular"
                          ) -> dict[str, jax.Array]:
   """Per layer, pooled over examples, positions and channels: Var[f_k] (k = 0..K-1), Var[h_k],
-  Var[dl/dh_k] (k = 1..K), Var[dl/df_k] (k = 0..K-1); Brock et al.'s average channel squared mean and
-  average channel variance of h_k; and the loss. Gradients are exact (zero offsets)."""
+  Var[dl/dh_k] (k = 1..K), Var[dl/df_k] (k = 0..K-1); Brock et al.'s average channel squared
+  mean and average channel variance of h_k; and the loss. Gradients are exact (zero offsets)."""
   depth = params["kernel_hidden"].shape[0] + 1
   x = _channel_last(x)
   shape = (depth, x.shape[0], x.shape[1], params["kernel_0"].shape[-1])

@@ -36,6 +36,7 @@ __all__ = [
     "decades_per_layer", "depth_scales", "fixed_point_q", "gaussian_expectation",
     "he_backward_variance", "he_forward_variance", "log_variance_spread", "phase_boundary",
     "preactivation_mean", "preactivation_variance", "predict_cnn", "predict_mlp",
-    "predict_resmlp", "predict_rnn", "q_fixed_points", "q_map", "reached_fixed_point", "relu_next_variance",
+    "predict_resmlp", "predict_rnn", "q_fixed_points", "q_map", "reached_fixed_point",
+    "relu_next_variance",
     "xavier_forward_variance", "xavier_variance",
 ]
