@@ -38,6 +38,15 @@ def test_workers_are_devices_or_cpu_cores():
     assert work == devices
 
 
+def test_programs_with_lapack_get_one_cpu_worker():
+  # Two threads running QR/SVD programs on the CPU deadlocked (parallel.workers' docstring):
+  # such programs run on one worker there, whatever the cores or CPU devices.
+  cpu = jax.devices("cpu")[0]
+  assert parallel.workers([cpu], threads=4, uses_lapack=True) == [cpu]
+  assert parallel.workers([cpu, cpu], uses_lapack=True) == [cpu]
+  assert parallel.workers([cpu], threads=4) == [cpu] * 4
+
+
 def test_run_blocks_in_threads_equals_one_call():
   f = jax.jit(lambda x, c: jnp.tanh(x @ x.T).sum(axis=1) + c)
   x = jax.random.normal(jax.random.key(0), (12, 16))

@@ -53,10 +53,23 @@ def local_devices(num_devices: int | None = None) -> list:
   return devices
 
 
-def workers(devices: Sequence[Any] | None = None, threads: int | None = None) -> list:
+def workers(devices: Sequence[Any] | None = None, threads: int | None = None, *,
+            uses_lapack: bool = False) -> list:
   """The device of every worker thread: one per device, or `threads` (default: one per core)
-  on a lone CPU device."""
+  on a lone CPU device.
+
+  uses_lapack: the program calls LAPACK (the QR of an orthogonal initializer, an SVD). Then CPU
+  devices get one worker in all: with jaxlib 0.10.2, two threads running such programs on the
+  CPU were seen to deadlock (every thread waiting, no CPU in use), on one CPU device
+  (`propagation.measure(weight_init="orthogonal")` at depth 8, width 32, 16 seeds, 2 cores:
+  every time) and on two (`jax_num_cpu_devices=2`; the Jacobian spectra of 16 ReLU networks of
+  width 256 with orthogonal weights). One program still uses the cores for its large products
+  (XLA's intra-op threads). Set OPENBLAS_NUM_THREADS=1 before Python starts for such programs:
+  LAPACK's own threads made a 160 x 160 SVD 90x slower on a loaded 2-core machine (measured).
+  """
   devices = list(devices or jax.local_devices())
+  if uses_lapack and all(d.platform == "cpu" for d in devices):
+    return devices[:1]
   if len(devices) == 1 and devices[0].platform == "cpu":
     return devices * max(1, int(threads or cpu_cores()))
   return devices

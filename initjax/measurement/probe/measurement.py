@@ -29,6 +29,7 @@ from initjax.core import _jax_internals, parallel
 from initjax.measurement.probe import redraw as redraw_lib
 from initjax.measurement.probe.models import Model, as_model
 from initjax.measurement.probe.recorder import ProbeError, Recorder, first_line, recording
+from initjax.nn.initializers import draws_plain_normal
 
 __all__ = ["STATISTICS", "least_squares", "layer_statistics", "layers", "measure", "trace",
            "trace_count"]
@@ -302,7 +303,9 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
   keys = _seed_keys(key, num_seeds)
   scales, stacked = _scales(weight_scale)
   prep = _prepared(model, x, weight_init, bias_init, loss)
-  work = parallel.workers(parallel.local_devices(num_devices))
+  plain = isinstance(weight_init, str) and draws_plain_normal(weight_init)
+  work = parallel.workers(parallel.local_devices(num_devices),
+                          uses_lapack=weight_init is not None and not plain)
   if seed_chunk is None:
     seed_chunk = default_seed_chunk(prep.bytes_per_seed, work[0])
   n_items = len(scales) * num_seeds
