@@ -11,8 +11,10 @@ pair `(init_fn, apply_fn)` of pure functions whose layers are marked with `tap(n
 Flax layers are found without changing the user's module (every submodule `__call__`).
 Modules: `recorder` (`tap`: marking and recording layer outputs), `models` (the three kinds
 made pure), `redraw` (kernels and biases redrawn by an initjax initializer), `measurement`
-(`measure`: one compiled call over seeds and devices; `trace`: one network; `layers`).
+(`measure`: one compiled call over seeds and devices; `trace`: one network; `layers`),
+`jacobians` (`jacobian_spectra`: singular values of every layer's input-output Jacobian).
 """
+from initjax.measurement.probe.jacobians import jacobian_spectra
 from initjax.measurement.probe.measurement import (STATISTICS, default_seed_chunk, layer_statistics,
                                                    layers, least_squares, measure, trace,
                                                    trace_count)
@@ -20,4 +22,4 @@ from initjax.measurement.probe.recorder import ProbeError, tap
 from initjax.measurement.probe.redraw import BIAS_NAMES, KERNEL_NAMES
 
 __all__ = ["BIAS_NAMES", "KERNEL_NAMES", "ProbeError", "STATISTICS", "default_seed_chunk",
-           "layer_statistics", "layers", "least_squares", "measure", "tap", "trace", "trace_count"]
+           "jacobian_spectra", "layer_statistics", "layers", "least_squares", "measure", "tap", "trace", "trace_count"]
