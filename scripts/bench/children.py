@@ -24,6 +24,7 @@ SECTIONS: dict[str, tuple[str, str, bool]] = {
     "training": ("bench.training", "run_mlp", True),
     "cnn": ("bench.training", "run_cnn", True),
     "memory": ("bench.memory", "run", True),
+    "isometry": ("bench.isometry", "run", True),
     "sweep_start": ("bench.sweep_start", "run", False),
 }
 
