@@ -63,10 +63,12 @@ def jacobian_spectra(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
     (num_scales,) axis when `weight_scale` is a sequence}. Non-finite values (an overflow) come
     back as they are; `initjax.measurement.isometry.summarize` leaves such networks out.
   """
-  x = measurement._check_common(num_seeds, x)  # pylint: disable=protected-access
-  keys = measurement._seed_keys(key, num_seeds)  # pylint: disable=protected-access
-  scales, stacked = measurement._scales(weight_scale)  # pylint: disable=protected-access
-  prep = measurement._prepared(model, x, weight_init, bias_init, None)  # pylint: disable=protected-access
+  # pylint: disable=protected-access  (the probe's own argument checks and preparation)
+  x = measurement._check_common(num_seeds, x)
+  keys = measurement._seed_keys(key, num_seeds)
+  scales, stacked = measurement._scales(weight_scale)
+  prep = measurement._prepared(model, x, weight_init, bias_init, None)
+  # pylint: enable=protected-access
   work = parallel.workers(parallel.local_devices(num_devices), uses_lapack=True)  # the SVDs
   if seed_chunk is None:
     seed_chunk = measurement.default_seed_chunk(prep.bytes_per_seed, work[0])
