@@ -48,7 +48,8 @@ _DEFAULTS = SweepConfig()
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("inits", list(_DEFAULTS.inits), "Initializers (initjax.initializers names), "
-                  "or sigma2_w=V: a plain normal of variance V / fan_in.")
+                  "NAME:KEY=VALUE with its keyword arguments (orthogonal:gain=1.09), or "
+                  "sigma2_w=V: a plain normal of variance V / fan_in.")
 flags.DEFINE_list("archs", list(_DEFAULTS.archs), "Architectures: mlp (the book's), resmlp "
                   "(residual, pre-activation blocks), cnn (1-D convolutions).")
 flags.DEFINE_list("depths", [str(d) for d in _DEFAULTS.depths], "Numbers of hidden layers K.")

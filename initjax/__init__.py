@@ -3,11 +3,12 @@
 The code is grouped by what it holds, each group importing only the groups below it (the
 README's "Layout"):
 
-  initjax.studies      the experiments' library parts: sweep/, propagation_figure, phase_diagram
+  initjax.studies      the experiments' library parts: sweep/, propagation_figure, phase_diagram,
+                       isometry_spectra
   initjax.training     loop, batch_training, checkpoints, optimizers, data
-  initjax.measurement  layer_statistics, propagation, probe/
+  initjax.measurement  layer_statistics, propagation, isometry, probe/
   initjax.theory       variance, mean_field, phases, finite_width, residual, convolutional,
-                       architectures
+                       spectra, architectures
   initjax.nn           activations, gaussian_expectations, fans, initializers, networks,
                        residual, convolutional, gradients, models
   initjax.core         errors, results, output_kind, progress, parallel, distributed, lock

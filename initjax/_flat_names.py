@@ -38,6 +38,7 @@ FLAT_NAMES = {
     "architectures": "initjax.theory.architectures",
     "layer_statistics": "initjax.measurement.layer_statistics",
     "propagation": "initjax.measurement.propagation",
+    "isometry": "initjax.measurement.isometry",
     "probe": "initjax.measurement.probe",
     "batch_training": "initjax.training.batch_training",
     "checkpoints": "initjax.training.checkpoints",
@@ -46,6 +47,7 @@ FLAT_NAMES = {
     "sweep": "initjax.studies.sweep",
     "propagation_figure": "initjax.studies.propagation_figure",
     "phase_diagram": "initjax.studies.phase_diagram",
+    "isometry_spectra": "initjax.studies.isometry_spectra",
 }
 
 

@@ -28,6 +28,8 @@ Sections (`scripts/bench/`, one module each):
   memory        (child) peak resident memory of a 10,000-seed propagation run
   sweep_start   (child) cold vs warm start of `python -m experiments.sweep` with a fresh
                 persistent compilation cache
+  isometry      (child) Jacobian spectra of critical tanh MLPs: `isometry.measure` against a
+                NumPy loop (products of layer matrices, then numpy.linalg.svd) and jit per network
 
 Method: the contenders of a comparison run in one process, each called once to warm up
 (compilation excluded, reported as first_call_s), then round-robin for several repeats; the
@@ -54,7 +56,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from bench import children, machine, modes, report, table, torch_peers
 
 ORDER = ("matmul", "propagation", "training", "cnn", "models", "compile", "memory",
-         "sweep_start")
+         "sweep_start", "isometry")
 CHILD_TIMEOUT_S = 3600.0
 
 FLOP_CONVENTION = (
@@ -63,7 +65,9 @@ FLOP_CONVENTION = (
     "k = 1..K (dl/dx not computed); random numbers, elementwise work and reductions not counted. "
     "training: 3 * 2*B*sum(multiply-adds per example of every layer's forward product) per "
     "network-step (forward, activation gradients, weight gradients); a convolution layer counts "
-    "L*s*C_in*C_out. matmul: 2*n^3.")
+    "L*s*C_in*C_out. isometry: 2*D^3 per hidden layer after the first (the Jacobian products "
+    "J_k = D_k W_k J_{k-1}; the forward pass, SVDs and random numbers not counted). "
+    "matmul: 2*n^3.")
 
 METHOD = (
     "one process per comparison; one warm-up call per contender excluded (first_call_s, "

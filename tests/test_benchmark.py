@@ -31,12 +31,14 @@ RATIO_KEYS = TORCH_RATIOS + (
     "propagation_vs_numpy_loop", "propagation_vs_jit_loop", "propagation_fraction_of_matmul_peak",
     "training_fraction_of_matmul_peak", "training_vs_sequential", "cnn_training_vs_seed_loop",
     "compile_time_200_over_10_layers", "compile_time_200_over_10_layers_training",
-    "peak_rss_gb_10000_seeds", "sweep_warm_over_cold")
+    "peak_rss_gb_10000_seeds", "sweep_warm_over_cold", "isometry_vs_numpy_loop",
+    "isometry_vs_jit_loop", "isometry_measure_s")
 TARGET_KEYS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                "training_fraction_of_matmul_peak", "cnn_training_vs_torch_loop",
                "propagation_vs_numpy_loop", "propagation_vs_jit_loop",
-               "propagation_fraction_of_matmul_peak")
+               "propagation_fraction_of_matmul_peak", "isometry_vs_numpy_loop",
+               "isometry_measure_s")
 
 
 def torch_expected() -> bool:
@@ -80,7 +82,7 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
   assert (res["torch"] == "measured") == measured, res["torch"]
   check_ratios_and_targets(res, measured)
   for key in ("machine", "versions", "flop_convention", "matmul", "propagation", "training",
-              "cnn", "compile", "memory", "sweep_start"):
+              "cnn", "compile", "memory", "sweep_start", "isometry"):
     assert key in res, key
     assert "error" not in res[key], res[key]["error"]
   for rows in (res["training"]["w100"], res["training"]["w32"], res["cnn"],
@@ -110,7 +112,8 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
 
 @pytest.mark.slow  # about 20 s: the tiny benchmark end to end, as if torch were absent
 def test_without_torch(tmp_path):
-  res = run_benchmark(tmp_path, "--skip=propagation,training,cnn,compile,memory,sweep_start",
+  res = run_benchmark(tmp_path,
+                      "--skip=propagation,training,cnn,compile,memory,sweep_start,isometry",
                       env={NO_TORCH: "1"})
   assert res["torch"].startswith("skipped") and NO_TORCH in res["torch"], res["torch"]
   assert res["versions"]["torch"] is None

@@ -5,8 +5,6 @@ import collections
 import contextlib
 
 import jax
-import jax.numpy as jnp
-import pytest
 
 from initjax.measurement import propagation
 from initjax.studies import propagation_figure

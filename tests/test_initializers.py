@@ -26,7 +26,7 @@ FAMILY = {
     "he_uniform": "uniform", "kaiming_uniform": "uniform", "xavier_uniform": "uniform",
     "glorot_uniform": "uniform", "lecun_uniform": "uniform",
     "he_truncated_normal": "truncated_normal",
-    "orthogonal": "orthogonal",
+    "orthogonal": "orthogonal", "delta_orthogonal": "orthogonal",
     "zeros": "constant", "constant": "constant",
 }
 KURT = {"normal": NORMAL_KURT, "uniform": UNIFORM_KURT, "truncated_normal": TRUNC_KURT,
@@ -142,6 +142,49 @@ def test_orthogonal(shape, gain):
   gram = q.T @ q if q.shape[0] >= q.shape[1] else q @ q.T
   np.testing.assert_allclose(gram, gain**2 * np.eye(small), atol=1e-5 * gain**2)
   np.testing.assert_allclose(np.mean(w**2), I.expected_variance("orthogonal", shape, gain=gain),
+                             rtol=1e-5)
+
+
+# delta_orthogonal: JAX's draws where JAX accepts the shape (rank 3-5, c_in <= c_out).
+DELTA_JAX_CASES = [((3, 4, 5), -1), ((3, 3, 4, 6), -2), ((2, 3, 4, 5), -1),
+                   ((3, 3, 3, 2, 2), -1)]
+
+
+@pytest.mark.parametrize("shape, column_axis", DELTA_JAX_CASES)
+def test_delta_orthogonal_matches_jax(shape, column_axis):
+  key = jax.random.key(11)
+  ours = I.delta_orthogonal(1.7, column_axis)(key, shape, jnp.float32)
+  theirs = jax.nn.initializers.delta_orthogonal(1.7, column_axis)(key, shape, jnp.float32)
+  np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape, gain", [((3, 16, 32), 1.0), ((4, 16, 16), 2.5),
+                                         ((3, 5, 12, 8), 2.5), ((24, 12), 1.0)])
+def test_delta_orthogonal_is_an_orthogonal_center_and_zero_elsewhere(shape, gain):
+  # Xiao et al. 2018: W[center] = gain * Q, Q orthogonal (rows when c_in <= c_out, columns
+  # otherwise); every other tap exactly zero. Even kernel sizes take JAX's (k - 1) // 2.
+  w = np.asarray(I.get_initializer("delta_orthogonal", gain=gain)(jax.random.key(5), shape),
+                 np.float64)
+  center = tuple((k - 1) // 2 for k in shape[:-2])
+  q = w[center]
+  c_in, c_out = shape[-2:]
+  gram = q @ q.T if c_in <= c_out else q.T @ q
+  np.testing.assert_allclose(gram, gain**2 * np.eye(min(c_in, c_out)), atol=1e-5 * gain**2)
+  rest = w.copy()
+  rest[center] = 0.0
+  assert not rest.any()
+  np.testing.assert_allclose(np.mean(w**2), I.expected_variance("delta_orthogonal", shape,
+                                                                gain=gain), rtol=1e-5)
+
+
+def test_delta_orthogonal_convolution_is_an_isometry():
+  # A circular 1-D convolution with a delta-orthogonal kernel maps every input to one of the
+  # same norm times gain (c_in <= c_out): the operator's singular values all equal gain.
+  kernel = I.delta_orthogonal(gain=1.5)(jax.random.key(2), (5, 8, 12))
+  x = jax.random.normal(jax.random.key(3), (1, 32, 8))
+  y = jax.lax.conv_general_dilated(jnp.pad(x, ((0, 0), (2, 2), (0, 0)), mode="wrap"), kernel,
+                                   (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+  np.testing.assert_allclose(float(jnp.linalg.norm(y)), 1.5 * float(jnp.linalg.norm(x)),
                              rtol=1e-5)
 
 
@@ -294,6 +337,8 @@ def test_unknown_keyword():
     (lambda: I.get_initializer("orthogonal", gain=0), "gain must be a positive"),
     (lambda: I.constant(float("nan")), "value must be a finite"),
     (lambda: I.orthogonal()(jax.random.key(0), (5,)), "rank >= 2"),
+    (lambda: I.delta_orthogonal()(jax.random.key(0), (5,)), "rank >= 2"),
+    (lambda: I.get_initializer("delta_orthogonal", gain=-1.0), "gain must be a positive"),
 ])
 def test_bad_values(call, match):
   with pytest.raises(ValueError, match=match):

@@ -19,8 +19,9 @@ What changed in the port:
   * The three "variance_scaling_fan_in" records get distinct names (test ids).
   * jtu.JaxTestCase assertions become plain asserts and np.testing with JAX's default
     tolerances (float32 1e-6, float64 1e-15); random.PRNGKey stays (the legacy uint32 keys).
-Not ported (initjax has no counterpart): uniform(scale), truncated_normal(stddev),
-delta_orthogonal, and in testAccidentalUpcasting the uniform/truncated_normal factories.
+  * delta_orthogonal -> delta_orthogonal (JAX's record: 4-D shapes, floating dtypes).
+Not ported (initjax has no counterpart): uniform(scale), truncated_normal(stddev), and in
+testAccidentalUpcasting the uniform/truncated_normal factories.
 """
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,7 @@ INITIALIZER_RECS = [
     _record("lecun_normal", I.lecun_normal, INEXACT),
     _record("lecun_uniform", I.lecun_uniform, INEXACT),
     _record("orthogonal", I.orthogonal, FLOATING, 2, 2),
+    _record("delta_orthogonal", I.delta_orthogonal, FLOATING, 4, 4),
     _record("variance_scaling_fan_geo_avg",
             lambda **kw: I.variance_scaling(1, "fan_geo_avg", "normal", **kw), FLOATING),
     _record("variance_scaling_fan_in_in0",

@@ -38,6 +38,40 @@ def test_workers_are_devices_or_cpu_cores():
     assert work == devices
 
 
+def test_programs_with_lapack_get_one_cpu_worker():
+  # Two threads running QR/SVD programs on the CPU deadlocked (parallel.workers' docstring):
+  # such programs run on one worker there, whatever the cores or CPU devices.
+  cpu = jax.devices("cpu")[0]
+  assert parallel.workers([cpu], threads=4, uses_lapack=True) == [cpu]
+  assert parallel.workers([cpu, cpu], uses_lapack=True) == [cpu]
+  assert parallel.workers([cpu], threads=4) == [cpu] * 4
+
+
+def test_calls_lapack_reads_the_program_inside_scans_and_gradients():
+  key = jax.random.key(0)
+  orthogonal = jax.nn.initializers.orthogonal()
+  in_scan = lambda k: jax.lax.scan(lambda c, _: (c, orthogonal(k, (4, 4))), 0.0, None, length=2)
+  assert parallel.calls_lapack(in_scan, key)
+  svd_grad = jax.grad(lambda a: jnp.linalg.svd(a, compute_uv=False).sum())
+  assert parallel.calls_lapack(svd_grad, jnp.eye(3))
+  assert not parallel.calls_lapack(lambda k: jax.random.normal(k, (3, 3)) @ jnp.eye(3), key)
+
+
+def test_probe_runs_a_model_that_draws_orthogonal_kernels_on_one_cpu_worker(monkeypatch):
+  # nn.LSTMCell draws its recurrent kernels orthogonally itself: the probe sees the QR in the
+  # seed's program and asks for one worker, although no initializer argument names it.
+  from flax import linen as nn  # pylint: disable=import-outside-toplevel
+  from initjax import probe  # pylint: disable=import-outside-toplevel
+  asked = []
+  real = parallel.workers
+  monkeypatch.setattr(parallel, "workers",
+                      lambda *a, **k: asked.append(k.get("uses_lapack")) or real(*a, **k))
+  x = jax.random.normal(jax.random.key(1), (4, 3, 2))
+  probe.measure(nn.RNN(nn.LSTMCell(4)), x, key=jax.random.key(2), num_seeds=2)
+  probe.measure(nn.Dense(3), x[:, 0], key=jax.random.key(2), num_seeds=2, weight_init="he_normal")
+  assert asked == [True, False]
+
+
 def test_run_blocks_in_threads_equals_one_call():
   f = jax.jit(lambda x, c: jnp.tanh(x @ x.T).sum(axis=1) + c)
   x = jax.random.normal(jax.random.key(0), (12, 16))

@@ -231,3 +231,24 @@ def test_summary_helpers():
   assert not summary.is_stalled(2.0, ref, diverged=False)
   assert not summary.is_stalled(np.nan, ref, diverged=True)
   assert summary.stall_reference("regression", None, initial_loss=3.0) == 3.0
+
+
+def test_inits_take_registry_keyword_arguments():
+  # NAME:KEY=VALUE is get_initializer(NAME, KEY=VALUE): the critical orthogonal init of tanh.
+  from initjax.nn import initializers  # pylint: disable=import-outside-toplevel
+  config = SweepConfig(inits=("orthogonal:gain=1.09", "delta_orthogonal:gain=2:column_axis=-2",
+                              "sigma2_w=1.2"))
+  assert group.registered_init(config.inits[0]) == ("orthogonal", {"gain": 1.09}, 1.0)
+  assert group.registered_init(config.inits[1]) == (
+      "delta_orthogonal", {"gain": 2, "column_axis": -2}, 1.0)
+  assert group.registered_init("sigma2_w=1.2") == ("lecun_normal", {}, 1.2)
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(group.weight_initializer(config.inits[0])(key, (8, 8)),
+                                initializers.orthogonal(gain=1.09)(key, (8, 8)))
+  for bad, needle in (("orthogonal:scale=2", "Unknown keyword 'scale'"),
+                      ("orthogonal:gain", "expected NAME:KEY=VALUE"),
+                      ("orthogonal:gain=-1", "gain must be a positive"),
+                      ("haar:gain=1", "unknown value 'haar:gain=1'")):
+    with pytest.raises(ConfigError, match=needle) as e:
+      SweepConfig(inits=(bad,))
+    assert e.value.field == "inits"

@@ -23,10 +23,11 @@ KINDS = {
     "phase_diagram": "a phase diagram (experiments.phase_diagram)",
     "propagation_figure": "a propagation figure (experiments.propagation)",
     "zoo": "a model-zoo study (experiments.zoo)",
+    "isometry": "a Jacobian spectra run (experiments.isometry)",
 }
 _FIGURES = {"phase_diagram.png": "phase_diagram", "propagation.png": "propagation_figure",
             "loss_curves.png": "sweep", "zoo_transformer.png": "zoo", "zoo_rnn.png": "zoo",
-            "zoo_resnet.png": "zoo"}
+            "zoo_resnet.png": "zoo", "spectra.png": "isometry"}
 
 
 class WrongKind(ValueError):

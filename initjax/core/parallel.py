@@ -28,6 +28,7 @@ import threading
 from typing import Any, Callable, ContextManager, Sequence
 
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,13 +54,48 @@ def local_devices(num_devices: int | None = None) -> list:
   return devices
 
 
-def workers(devices: Sequence[Any] | None = None, threads: int | None = None) -> list:
+def workers(devices: Sequence[Any] | None = None, threads: int | None = None, *,
+            uses_lapack: bool = False) -> list:
   """The device of every worker thread: one per device, or `threads` (default: one per core)
-  on a lone CPU device."""
+  on a lone CPU device.
+
+  uses_lapack: the program calls LAPACK (the QR of an orthogonal initializer, an SVD). Then CPU
+  devices get one worker in all: with jaxlib 0.10.2, two threads running such programs on the
+  CPU were seen to deadlock (every thread waiting, no CPU in use), on one CPU device
+  (`propagation.measure(weight_init="orthogonal")` at depth 8, width 32, 16 seeds, 2 cores:
+  every time) and on two (`jax_num_cpu_devices=2`; the Jacobian spectra of 16 ReLU networks of
+  width 256 with orthogonal weights). One program still uses the cores for its large products
+  (XLA's intra-op threads). Set OPENBLAS_NUM_THREADS=1 before Python starts for such programs:
+  LAPACK's own threads made a 160 x 160 SVD 90x slower on a loaded 2-core machine (measured).
+  """
   devices = list(devices or jax.local_devices())
+  if uses_lapack and all(d.platform == "cpu" for d in devices):
+    return devices[:1]
   if len(devices) == 1 and devices[0].platform == "cpu":
     return devices * max(1, int(threads or cpu_cores()))
   return devices
+
+
+_LAPACK_PRIMITIVES = ("qr", "svd", "eig", "eigh", "lu", "cholesky", "householder_product",
+                      "triangular_solve", "schur", "hessenberg", "tridiagonal",
+                      "tridiagonal_solve", "geqrf", "geqp3", "orgqr")
+
+
+def _jaxpr_calls_lapack(jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in _LAPACK_PRIMITIVES:
+      return True
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      if _jaxpr_calls_lapack(getattr(sub, "jaxpr", sub)):
+        return True
+  return False
+
+
+def calls_lapack(fn: Callable, *args: Any) -> bool:
+  """Whether `fn(*args)` runs a linear-algebra decomposition (QR, SVD, eigh, ...): on a CPU that
+  is LAPACK, and the program needs `workers(uses_lapack=True)`. Read from its jaxpr (traced,
+  nothing runs), sub-jaxprs of scans, conditionals and custom derivatives included."""
+  return _jaxpr_calls_lapack(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def default_block(num_items: int, work: Sequence[Any]) -> int:

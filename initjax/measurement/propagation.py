@@ -61,6 +61,12 @@ def layer_indices(quantity: str, depth: int) -> np.ndarray:
   return np.arange(1, depth + 1) if quantity in ("var_h", "var_dl_dh") else np.arange(depth + 1)
 
 
+def _plain_normal(weight_init) -> bool:
+  """A registered plain-normal initializer: its draws call no LAPACK (an orthogonal one's QR
+  does; a callable may), `parallel.workers(uses_lapack=...)`."""
+  return isinstance(weight_init, str) and draws_plain_normal(weight_init)
+
+
 def _resolve_init(weight_init) -> Callable:
   if isinstance(weight_init, str):
     return get_initializer(weight_init)
@@ -201,14 +207,15 @@ def measure(key: jax.Array, spec: NetworkSpec, *, weight_init: str | Callable = 
   dtype = jnp.dtype(dtype)
   if log_space is None:
     log_space = uses_log_space(spec.activation, spec.bias_variance)
-  work = parallel.workers(parallel.local_devices(num_devices))
-  if seed_chunk is None:
-    seed_chunk = default_seed_chunk(spec, work[0], itemsize=dtype.itemsize)
   if layer_variances is None and isinstance(weight_init, str) and draws_plain_normal(
       weight_init):
     per_layer = [expected_variance(weight_init, s) for s in kernel_shapes(spec)]
     scales = [[s * v for v in per_layer] for s in scales]
     weight_init = "normal"
+  work = parallel.workers(parallel.local_devices(num_devices),
+                          uses_lapack=not _plain_normal(weight_init))
+  if seed_chunk is None:
+    seed_chunk = default_seed_chunk(spec, work[0], itemsize=dtype.itemsize)
   one = _mlp_seed(spec, weight_init, dtype.name, bool(log_space))
   return run_seeds(one, key, scales, num_seeds, dtype, seed_chunk, work)
 
@@ -257,7 +264,8 @@ def measure_architecture(key: jax.Array, arch: str, *, activation: str = "relu",
   architectures.get(arch)
   scales = _check_scales(scales, num_seeds, dtype)
   dtype = jnp.dtype(dtype)
-  work = parallel.workers(parallel.local_devices(num_devices))
+  work = parallel.workers(parallel.local_devices(num_devices),
+                          uses_lapack=not _plain_normal(weight_init))
   if seed_chunk is None:
     seed_chunk = 1 if work[0].platform == "cpu" else 16
   one = _arch_seed(arch, activation, options, tuple(input_shape), width, depth, output_dim,

@@ -1,4 +1,5 @@
-"""Weight initializers by name: He, Xavier/Glorot, LeCun, orthogonal, fixed variance.
+"""Weight initializers by name: He, Xavier/Glorot, LeCun, orthogonal, delta-orthogonal, fixed
+variance.
 
 Every initializer is a factory returning ``init(key, shape, dtype) -> Array`` (the
 ``jax.nn.initializers`` protocol), so each works as a Flax ``kernel_init``
@@ -276,6 +277,38 @@ def orthogonal(gain: float = 1.0, column_axis: int = -1,
   return init
 
 
+def delta_orthogonal(gain: float = 1.0, column_axis: int = -1,
+                     dtype: Any = None) -> Initializer:
+  """Delta-orthogonal convolution kernel (Xiao et al. 2018): zero everywhere except at the
+  center tap of the spatial axes, which holds gain * Q, Q (c_in, c_out) Haar-orthogonal, so the
+  convolution is gain times an isometry (every nonzero singular value equals gain).
+
+  A kernel (k_1, ..., k_d, c_in, c_out) gets W[(k_1 - 1) // 2, ..., (k_d - 1) // 2] =
+  orthogonal(gain, column_axis)(key, (c_in, c_out)): Q Q^T = gain^2 I for c_in <= c_out (the
+  map x -> W^T x keeps norms up to gain), Q^T Q = gain^2 I for c_in > c_out. Each entry has
+  variance gain^2 / (k_1 ... k_d max(c_in, c_out)). The mean-field q-map of such a layer is the
+  dense one with sigma2_w = gain^2: delta_orthogonal(sqrt(sigma2_w)) is the critical CNN init.
+  Same draws as ``jax.nn.initializers.delta_orthogonal(scale=gain, column_axis)`` where JAX
+  accepts the shape (rank 3 to 5, c_in <= c_out). Beyond it: rank 2 (no spatial axes: the
+  orthogonal matrix itself), any rank, c_in > c_out, and `out_sharding` (JAX raises there).
+  """
+  gain = _check_positive("gain", gain)
+  center_init = orthogonal(gain=gain, column_axis=column_axis)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 2:
+      raise ValueError(f"delta_orthogonal needs a kernel of rank >= 2 (..., c_in, c_out); got "
+                       f"{shape}")
+    dtype = _float_dtype(dtype)
+    center = tuple((k - 1) // 2 for k in shape[:-2])
+    kernel = jnp.zeros(shape, dtype, device=out_sharding)
+    return kernel.at[center].set(center_init(key, shape[-2:], dtype))
+
+  return init
+
+
 def normal(variance: Any = 1.0, dtype: Any = None) -> Initializer:
   """N(0, variance) whatever the shape (any rank, biases included): the book's
   fixed-variance experiment, sigma_Omega^2 in {0.001, ..., 1.0}. variance > 0 (a
@@ -333,6 +366,7 @@ INITIALIZERS: dict[str, tuple[Callable[..., Initializer], dict[str, Any]]] = {
     "lecun_normal": (lecun_normal, {}),
     "lecun_uniform": (lecun_uniform, {}),
     "orthogonal": (orthogonal, {"gain": 1.0, "column_axis": -1}),
+    "delta_orthogonal": (delta_orthogonal, {"gain": 1.0, "column_axis": -1}),
     "normal": (normal, {"variance": 1.0}),
     "zeros": (zeros, {}),
     "constant": (constant, {"value": 0.0}),
@@ -397,6 +431,12 @@ def _orthogonal_variance(shape, args: dict) -> float:
   return args["gain"] ** 2 / max(n_rows, n_cols)
 
 
+def _delta_orthogonal_variance(shape, args: dict) -> float:
+  if len(shape) < 2:
+    raise ValueError(f"delta_orthogonal needs a kernel of rank >= 2; got {shape}")
+  return args["gain"] ** 2 / (math.prod(shape[:-2]) * max(shape[-2:]))
+
+
 # factory -> (shape, full kwargs) -> per-entry variance.
 _VARIANCE: dict[Callable[..., Initializer], Callable[[tuple, dict], float]] = {
     **{f: lambda s, a: _fan_variance(_he_scale(a["gain"], a["negative_slope"]), a["mode"], s, a)
@@ -405,6 +445,7 @@ _VARIANCE: dict[Callable[..., Initializer], Callable[[tuple, dict], float]] = {
        for f in (xavier_normal, xavier_uniform)},
     **{f: lambda s, a: _fan_variance(1.0, "fan_in", s, a) for f in (lecun_normal, lecun_uniform)},
     orthogonal: _orthogonal_variance,
+    delta_orthogonal: _delta_orthogonal_variance,
     normal: lambda s, a: a["variance"],
     zeros: lambda s, a: 0.0,
     constant: lambda s, a: 0.0,

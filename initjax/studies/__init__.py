@@ -7,6 +7,8 @@ Modules:
                       summary, plot
   phase_diagram       the order-to-chaos phase diagram of trainability: a sweep over
                       sigma_w^2 x depth against xi_c
+  isometry_spectra    dynamical isometry: Jacobian spectra of critical networks, Gaussian vs
+                      orthogonal weights, against free probability
 
 Studies may import every other part of initjax; nothing in initjax imports them. The flags,
 printing and exit codes are in `experiments/` (README, "Layout").

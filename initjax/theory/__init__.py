@@ -10,6 +10,8 @@ Modules (this package exports the names users call, as `initjax.theory.<name>`):
   residual       the residual MLP's variance recursion (`predict_resmlp`)
   convolutional  the 1-D CNN's variance recursion (`predict_cnn`)
   recurrent      a vanilla RNN's recursion over time steps (`predict_rnn`)
+  spectra        free probability for the input-output Jacobian: moments and density of
+                 J J^T (`initjax.theory.spectra.moments`, `.density`)
   architectures  the built-in architectures by name: each record ties a network of
                  `initjax.nn` to its prediction
 

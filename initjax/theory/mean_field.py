@@ -161,7 +161,7 @@ def _iterate(record, sigma2_w, sigma2_b, q0, points) -> tuple[float, str]:
   for layer in range(MAX_ITERATIONS):
     q_next = float(q_map(record, sigma2_w, sigma2_b, q)[0])
     if not math.isfinite(q_next) or q_next > 10 * Q_GRID[-1]:
-      return math.inf, f"the q-map is not monotone; iterated from q^0 it grows without bound"
+      return math.inf, "the q-map is not monotone; iterated from q^0 it grows without bound"
     if abs(q_next - q) <= 1e-13 * max(q, 1e-300):
       return q_next, f"the q-map is not monotone; iterated from q^0 it settles after {layer} layers"
     q = q_next

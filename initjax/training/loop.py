@@ -37,14 +37,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initjax.core import parallel
 from initjax.core.errors import check_choice
 from initjax.nn.adapters import RNG_STREAM
 from initjax.nn.models import Model, forward_eval, forward_train

@@ -25,6 +25,7 @@ SECTIONS: dict[str, tuple[str, str, bool]] = {
     "cnn": ("bench.training", "run_cnn", True),
     "models": ("bench.models", "run", True),
     "memory": ("bench.memory", "run", True),
+    "isometry": ("bench.isometry", "run", True),
     "sweep_start": ("bench.sweep_start", "run", False),
 }
 

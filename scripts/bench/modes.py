@@ -36,7 +36,8 @@ FULL: dict[str, Any] = dict(
                 bn_resnet=dict(networks=8, steps=50, batch=100, channels=32, repeats=2)),
     compile=dict(depths=(10, 50, 200), batch=100, repeats=3),
     memory=dict(num_seeds=10000, batch_size=100),
-    sweep=dict(flags=[], timeout_s=1800))
+    sweep=dict(flags=[], timeout_s=1800),
+    isometry=dict(depth=128, width=256, networks=128, loop_networks=16, repeats=3))
 
 
 def _changed(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +57,8 @@ MODES: dict[str, dict[str, Any]] = {
                     comparison=dict(d_model=64, tokens=16, seeds=8),
                     rnn_compile=dict(hidden=64, steps=(50, 200), repeats=1),
                     bn_resnet=dict(networks=4, steps=30, batch=100, channels=32, repeats=1)),
-        sweep=dict(flags=SWEEP_QUICK, timeout_s=900)),
+        sweep=dict(flags=SWEEP_QUICK, timeout_s=900),
+        isometry=dict(loop_networks=8, repeats=2)),
     # Tiny: both width slots use the same width, so the second reuses the compiled programs of
     # the first (compilation is most of a tiny run's time), and no PyTorch worker processes are
     # started (their start-up would be most of it; tests/test_benchmark.py runs them on their
@@ -77,7 +79,8 @@ MODES: dict[str, dict[str, Any]] = {
                     bn_resnet=dict(networks=2, steps=2, batch=8, channels=4, repeats=1)),
         compile=dict(depths=(2, 8), batch=8, repeats=1),
         memory=dict(num_seeds=1000, batch_size=8),
-        sweep=dict(flags=SWEEP_TINY, timeout_s=600)),
+        sweep=dict(flags=SWEEP_TINY, timeout_s=600),
+        isometry=dict(depth=4, width=16, networks=4, loop_networks=2, repeats=1)),
 }
 
 

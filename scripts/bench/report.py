@@ -30,6 +30,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "probe_vs_torch_hooks": (">=", 3.0),
     "probe_compiles_per_comparison": ("<=", 1.0),
     "rnn_probe_compile_200_over_50_steps": ("<=", 1.5),
+    "isometry_vs_numpy_loop": (">=", 1.0),
+    "isometry_measure_s": ("<=", 180.0),   # issue 21: 128 networks, depth 128, width 256
 }
 
 OURS = "initjax run_networks"
@@ -156,10 +158,23 @@ def model_ratios(res: dict) -> dict[str, float | None]:
   }
 
 
+def isometry_ratios(res: dict, peak: float | None) -> dict[str, float | None]:
+  rows = _rows(res.get("isometry"))
+  ours = rows.get("initjax isometry.measure", {})
+  rate = "networks_per_s"
+  return {
+      "isometry_vs_numpy_loop": ratio(ours.get(rate), _best(rows, "numpy loop", rate)),
+      "isometry_vs_jit_loop": ratio(
+          ours.get(rate), rows.get("jax.jit per network (jacobian_spectra)", {}).get(rate)),
+      "isometry_measure_s": ours.get("median_s"),
+      "isometry_fraction_of_matmul_peak": ratio(ours.get("gflops"), peak),
+  }
+
+
 def compute_ratios(res: dict) -> dict[str, float | None]:
   peak = matmul_peak(res)
   return {**propagation_ratios(res, peak), **training_ratios(res, peak), **other_ratios(res),
-          **model_ratios(res)}
+          **model_ratios(res), **isometry_ratios(res, peak)}
 
 
 def met(value: float | None, op: str, threshold: float) -> bool | None:

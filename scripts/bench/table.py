@@ -135,6 +135,26 @@ def others(res: dict) -> None:
       print(f"\n{name}: {res[name]['error'][-1500:]}")
 
 
+def isometry(res: dict) -> None:
+  rows = res.get("isometry")
+  if not rows:
+    return
+  if "error" in rows:
+    print(f"\nisometry: {rows['error'][-1500:]}")
+    return
+  w = rows["_workload"]
+  print(f"\nJacobian spectra, tanh at criticality, depth {w['depth']} x width {w['width']} "
+        f"({w['flops_per_network'] / 1e9:.2f} GFLOP/network), {w['networks']} networks "
+        f"(loops: {w['loop_networks']})")
+  print(f"  {'contender':44s} {'ms/net':>9s} {'nets/s':>8s} {'GFLOP/s':>7s} {'cpu/wall':>8s}"
+        f" {'1st call':>8s}")
+  for name, r in rows.items():
+    if not name.startswith("_"):
+      print(f"  {name:44s} {r['ms_per_network']:9.1f} {r['networks_per_s']:8.2f} "
+            f"{r['gflops']:7.1f} {_f(r.get('cpu_over_wall'))} {r['first_call_s']:7.2f}s"
+            f"{_stopped(r)}")
+
+
 def ratios(res: dict) -> None:
   print("\nRatios (target):")
   for k, v in res["ratios"].items():
@@ -151,4 +171,5 @@ def print_table(res: dict) -> None:
   training(res)
   model_rows(res)
   others(res)
+  isometry(res)
   ratios(res)

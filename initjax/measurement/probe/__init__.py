@@ -15,8 +15,10 @@ of what their layer contracts (`initjax.nn.layer_axes`). Modules: `recorder` (`t
 and recording layer outputs, the scan and vmap wrappers), `models` (what counts as a layer),
 `prepare` (a model checked against x and the initializers before anything compiles),
 `measurement` (`measure`: one compiled call over seeds and devices; `trace`: one network;
-`layers`; `describe_init`).
+`layers`; `describe_init`), `jacobians` (`jacobian_spectra`: the singular values of every
+layer's Jacobian with respect to the input).
 """
+from initjax.measurement.probe.jacobians import jacobian_spectra
 from initjax.measurement.probe.measurement import (STATISTICS, default_seed_chunk, describe_init,
                                                    entries, layer_statistics, layers,
                                                    least_squares, measure, trace, trace_count)
@@ -28,5 +30,5 @@ from initjax.nn.redraw import BIAS_NAMES, KERNEL_NAMES
 
 __all__ = ["BIAS_NAMES", "FanAxesWarning", "KERNEL_NAMES", "KernelAxes", "ProbeError",
            "STATISTICS", "default_seed_chunk", "describe_init", "entries", "equinox",
-           "layer_statistics", "layers", "least_squares", "measure", "tap", "trace",
-           "trace_count"]
+           "jacobian_spectra", "layer_statistics", "layers", "least_squares", "measure", "tap",
+           "trace", "trace_count"]

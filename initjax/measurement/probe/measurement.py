@@ -162,13 +162,16 @@ def seed_statistics(core: Core, static: tuple, loss: Callable, key, scale, selec
   return stats
 
 
-def _check_seed(prep: Prepared, x) -> None:
-  """One seed's whole computation, abstractly: what only shows under jax.grad shows here."""
+def _check_seed(prep: Prepared, x) -> bool:
+  """One seed's whole computation, abstractly: what only shows under jax.grad shows here.
+  Returns whether it calls LAPACK (an orthogonal draw, the model's own or a comparison's)."""
   c, plan = prep.core, prep.plan
   try:
-    jax.eval_shape(functools.partial(seed_statistics, c, plan.static, prep.loss),
-                   jax.random.key(0), jnp.asarray(1.0, jnp.result_type(float)),
-                   jnp.asarray(plan.select_CxL[0]), jnp.asarray(plan.std_CxL[0]), x)
+    # The row of draws is traced data, so this one trace holds every comparison's draws.
+    return parallel.calls_lapack(
+        functools.partial(seed_statistics, c, plan.static, prep.loss), jax.random.key(0),
+        jnp.asarray(1.0, jnp.result_type(float)), jnp.asarray(plan.select_CxL[0]),
+        jnp.asarray(plan.std_CxL[0], jnp.result_type(float)), x)
   except ProbeError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -297,11 +300,11 @@ def measure(model: Any, x: Any, *, key: jax.Array, num_seeds: int,
   scales, stacked = _scales(weight_scale)
   prep = prepare(model, x, weight_init=weight_init, bias_init=bias_init, loss=loss,
                  model_kwargs=model_kwargs, train=train, fan_axes=fan_axes)
-  _check_seed(prep, x)
+  lapack = _check_seed(prep, x)
   c, plan = prep.core, prep.plan
   listed = isinstance(weight_init, (list, tuple))
   n_comp, n_scale = len(plan.labels), len(scales)
-  work = parallel.workers(parallel.local_devices(num_devices))
+  work = parallel.workers(parallel.local_devices(num_devices), uses_lapack=lapack)
   found = entries(c)
   n_items = n_comp * n_scale * num_seeds
   _check_size(n_items, len(found), work)

@@ -9,7 +9,7 @@ import numpy as np
 
 from initjax.core.errors import ConfigError
 from initjax.nn.activations import activation_names
-from initjax.nn.initializers import initializer_names
+from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
 from initjax.training import data as data_lib
 from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
@@ -27,6 +27,49 @@ def fan_in_variance(init: str) -> float | None:
   except ValueError:
     return float("nan")
   return value
+
+
+def _value(text: str):
+  for convert in (int, float):
+    try:
+      return convert(text)
+    except ValueError:
+      pass
+  return text
+
+
+def init_arguments(init: str) -> tuple[str, dict[str, Any]] | None:
+  """(registered name, keyword arguments) of an init spec "NAME" or "NAME:KEY=VALUE[:...]"
+  (`initjax.initializers.get_initializer(NAME, KEY=VALUE)`, e.g. "orthogonal:gain=1.09", the
+  critical orthogonal init of tanh at sigma2_b = 1e-3: gain^2 = sigma2_w); None for
+  "sigma2_w=<value>". Values are integers, numbers or words, as written."""
+  if init.startswith(SIGMA2_W_PREFIX):
+    return None
+  name, *pairs = init.split(":")
+  kwargs = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+      raise ValueError(f"{init!r}: expected NAME:KEY=VALUE, got {pair!r}")
+    kwargs[key] = _value(value)
+  return name, kwargs
+
+
+def _check_named_init(init: str) -> None:
+  """ConfigError("inits", ...) unless `init` is NAME or NAME:KEY=VALUE of a registered
+  initializer that accepts those arguments."""
+  try:
+    name, kwargs = init_arguments(init)
+  except ValueError as e:
+    raise ConfigError("inits", str(e)) from None
+  if name not in initializer_names():
+    raise ConfigError("inits", f"unknown value {init!r}; allowed: "
+                      f"{', '.join(initializer_names())} (NAME or NAME:KEY=VALUE), or "
+                      "sigma2_w=<value>")
+  try:
+    get_initializer(name, **kwargs)
+  except (TypeError, ValueError) as e:
+    raise ConfigError("inits", f"{init!r}: {e}") from None
 
 
 MAX_SEED = 2 ** 32 - 1  # jax.random.PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
@@ -65,8 +108,9 @@ class SweepConfig:
 
   learning_rates: ((optimizer, (lr, ...)), ...); an optimizer missing from it uses
   `initjax.optimizers.DEFAULT_LEARNING_RATES` (momentum 0.01, adam 0.001, ...).
-  inits: registered initializer names, or "sigma2_w=<value>": a plain normal of variance
-  value / fan_in (the mean-field sigma_w^2, as `experiments.phase_diagram` uses).
+  inits: registered initializer names, NAME:KEY=VALUE (its keyword arguments, e.g.
+  "orthogonal:gain=1.09"), or "sigma2_w=<value>": a plain normal of variance value / fan_in
+  (the mean-field sigma_w^2, as `experiments.phase_diagram` uses).
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
   MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
 
@@ -105,9 +149,8 @@ class SweepConfig:
       raise ConfigError("inits", f"needs at least one of: {', '.join(initializer_names())}")
     for init in self.inits:
       value = fan_in_variance(init)
-      if value is None and init not in initializer_names():
-        raise ConfigError("inits", f"unknown value {init!r}; allowed: "
-                          f"{', '.join(initializer_names())}, or sigma2_w=<value>")
+      if value is None:
+        _check_named_init(init)
       if value is not None and not (math.isfinite(value) and value > 0):
         raise ConfigError("inits", f"{init!r}: sigma2_w must be a finite number > 0")
     _check_names("archs", self.archs, architectures.architecture_names())

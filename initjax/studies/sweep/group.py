@@ -15,7 +15,7 @@ from initjax.core import distributed, parallel, progress
 from initjax.measurement import propagation
 from initjax.nn import initializers
 from initjax.studies.sweep import summary as summary_lib
-from initjax.studies.sweep.config import SweepConfig, fan_in_variance
+from initjax.studies.sweep.config import SweepConfig, fan_in_variance, init_arguments
 from initjax.studies.sweep.grid import GridPoint, point_keys, stable_int
 from initjax.theory import architectures
 from initjax.training import batch_training
@@ -26,18 +26,25 @@ CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "opti
                "learning_rate", "seed", "step", "metric", "layer", "value")
 
 
-def registered_init(init: str) -> tuple[str, float]:
-  """(registered initializer, variance multiplier) for an init of the sweep: "sigma2_w=v" is
-  LeCun's plain normal (variance 1 / fan_in) times v; a registered name is itself times 1."""
+def registered_init(init: str) -> tuple[str, dict[str, Any], float]:
+  """(registered initializer, its keyword arguments, variance multiplier) for an init of the
+  sweep: "sigma2_w=v" is LeCun's plain normal (variance 1 / fan_in) times v; "NAME" and
+  "NAME:KEY=VALUE" are that initializer with those arguments, times 1."""
   value = fan_in_variance(init)
-  return (init, 1.0) if value is None else ("lecun_normal", value)
+  if value is not None:
+    return "lecun_normal", {}, value
+  name, kwargs = init_arguments(init)
+  return name, kwargs, 1.0
 
 
+@functools.lru_cache(maxsize=64)
 def weight_initializer(init: str):
-  """`init(key, shape, dtype)` for an init of the sweep (a registered name or "sigma2_w=v")."""
+  """`init(key, shape, dtype)` for an init of the sweep (NAME, NAME:KEY=VALUE or
+  "sigma2_w=v"); one object per spec, so programs keyed by it are reused."""
   value = fan_in_variance(init)
   if value is None:
-    return initializers.get_initializer(init)
+    name, kwargs = init_arguments(init)
+    return initializers.get_initializer(name, **kwargs)
   return initializers.variance_scaling(value, "fan_in", "normal")
 
 
@@ -94,23 +101,24 @@ def _signal_at_init(arch: str, init: str, width: int, depth: int, activation: st
                     bias_variance: float, options: architectures.ArchOptions,
                     num_devices: int | None) -> tuple:
   key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
-  name, scale = registered_init(init)
+  name, kwargs, scale = registered_init(init)
+  draw = weight_initializer(init) if kwargs else name
   if arch == "mlp":
     spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
                                    output_dim=output_dim, activation=activation,
                                    bias_variance=bias_variance, batch_size=100)
-    out = propagation.measure(key, spec, weight_init=name, scales=(scale,), num_seeds=num_seeds,
+    out = propagation.measure(key, spec, weight_init=draw, scales=(scale,), num_seeds=num_seeds,
                               num_devices=num_devices)
-    pred = propagation.theory_for(spec, name, scale).as_dict()
+    pred = propagation.theory_for(spec, name, scale, kwargs).as_dict()
   else:
     shape = dict(input_shape=(input_dim,), width=width, depth=depth, output_dim=output_dim)
     out = propagation.measure_architecture(
         key, arch, activation=activation, options=options, batch_size=100,
-        bias_variance=bias_variance, weight_init=name, scales=(scale,), num_seeds=num_seeds,
+        bias_variance=bias_variance, weight_init=draw, scales=(scale,), num_seeds=num_seeds,
         num_devices=num_devices, **shape)
     pred = architectures.predict_for_init(architectures.get(arch), name, scale=scale,
                                           sigma2_b=bias_variance, activation=activation,
-                                          options=options, **shape)
+                                          options=options, init_kwargs=kwargs, **shape)
   slopes = propagation.layer_slopes(depth, {q: v[0] for q, v in out.items()}, pred)
   return tuple(sorted(slopes.items()))
 
