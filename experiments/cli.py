@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -43,7 +43,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _exit_with(str(e).splitlines()[0])
+    lines = str(e).splitlines()
+    if "config file" in lines[0] and len(lines) > 1:   # ml_collections adds the traceback
+      _exit_with(f"--config: {_last_line(e)}")
+    _exit_with(lines[0])
+  except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    if any(a.startswith("--config") for a in argv[1:]):   # a --config.NAME the file lacks
+      _exit_with(f"--config: {_last_line(e)}")
+    raise
   except SystemExit:
     # absl prints the help and exits with status 1; asking for help is not an error.
     if any(a.split("=")[0] in _HELP_FLAGS for a in argv[1:]):
@@ -100,14 +107,84 @@ def enable_compilation_cache() -> str | None:
   return path
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)` with one-line errors for bad flags (absl's own and `UsageError`), and
-  the persistent compilation cache on where the entry point defines its flag."""
+CONFIG_HELP = ("A named configuration: an ml_collections config file (experiments/configs/*.py, "
+               "FILE.py:quick for its quick variant) whose settings are this command's flags. "
+               "A flag given on the command line wins over the file; --config.NAME=VALUE "
+               "changes one setting of the file.")
+
+
+def _last_line(error: BaseException) -> str:
+  """The last line of an error's message, quotes and the Python noise left out."""
+  lines = [ln.strip() for ln in str(error).replace("\\n", "\n").splitlines() if ln.strip()]
+  text = lines[-1] if lines else type(error).__name__
+  if text.endswith(("'", '"')) and text.count(text[-1]) % 2:   # the end of a quoted message
+    text = text[:-1]
+  return text
+
+
+def define_config_flag() -> None:
+  """--config: the entry point's flags from an ml_collections config file (`apply_config`)."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, CONFIG_HELP)
+
+
+def _flag_text(value: Any) -> str:
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (list, tuple)):
+    return ",".join(_flag_text(v) for v in value)
+  return str(value)
+
+
+def apply_config(fl: flags.FlagValues = flags.FLAGS) -> dict[str, Any] | None:
+  """Sets every flag the --config file names to the file's value, unless the flag was given on
+  the command line (that one wins). Returns the file's settings as applied ({} settings taken
+  from the command line are left out), None without --config. UsageError (one line) for a
+  setting that is not a flag of this command, or a value the flag does not take."""
+  if "config" not in fl or fl["config"].value is None and not fl["config"].present:
+    return None
+  applied: dict[str, Any] = {}
+  own = sorted(_entry_flags(fl))
+  try:
+    settings = list(fl.config.items())
+  except Exception as e:  # pylint: disable=broad-except  (the file failed to load)
+    raise UsageError("config", _last_line(e)) from None
+  for key, value in settings:
+    if key not in own:
+      raise UsageError("config", f"setting {key!r} is not a flag of this command; its flags: "
+                       f"{', '.join(own)}")
+    if fl[key].present:
+      continue      # given on the command line: it wins
+    try:
+      fl[key].parse(_flag_text(value))
+    except flags.Error as e:
+      raise UsageError("config", f"setting {key}={value!r}: {str(e).splitlines()[0]}") from None
+    applied[key] = value
+  return applied
+
+
+def _entry_flags(fl: flags.FlagValues) -> set[str]:
+  """The flags the running entry point and experiments/ define (not absl's, JAX's or the
+  config flag's own)."""
+  names = set()
+  for module, defined in fl.flags_by_module_dict().items():
+    if module.startswith(("absl", "jax", "ml_collections")):
+      continue
+    names.update(f.name for f in defined if f.name != "config")
+  return names
+
+
+def run(main: Callable[[list[str]], None], positional: bool = False) -> None:
+  """`absl.app.run(main)` with one-line errors for bad flags (absl's own and `UsageError`), the
+  --config file's settings applied where the entry point defines that flag (`apply_config`),
+  and the persistent compilation cache on where it defines its flag. `positional`: main takes
+  positional arguments (argv[1:]); otherwise they are an error."""
 
   def wrapped(argv):
-    if len(argv) > 1:
+    if len(argv) > 1 and not positional:
       _exit_with(f"unexpected positional arguments {argv[1:]}; all options are --flags")
     try:
+      apply_config()
       enable_compilation_cache()
       return main(argv)
     except UsageError as e:

@@ -40,6 +40,7 @@ flags.DEFINE_bool("quick", False, "A coarser grid (sigma2_w 0.5,1,1.75,2.5,4; de
                   "2 seeds; 500 steps), for a first look; flags given explicitly still win.")
 flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
 flags.DEFINE_string("output_dir", "out/phase_diagram", "Where results are written.")
+cli.define_config_flag()
 
 
 def _value(name: str):

@@ -46,6 +46,7 @@ _KERNEL_SIZE = flags.DEFINE_integer("kernel_size", 5, "cnn kernel size.")
 _PADDING = flags.DEFINE_string("padding", "circular", "cnn padding: circular or zero.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
 cli.define_compilation_cache_flag()
+cli.define_config_flag()
 
 
 def config_from_flags():

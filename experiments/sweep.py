@@ -81,6 +81,7 @@ flags.DEFINE_integer("kernel_size", _DEFAULTS.kernel_size, "cnn kernel size.")
 flags.DEFINE_string("padding", _DEFAULTS.padding, "cnn padding: circular or zero.")
 flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
 flags.DEFINE_string("output_dir", "out/sweep", "Where results are written.")
+cli.define_config_flag()
 
 _INT_FLAGS = ("num_seeds", "steps", "batch_size", "seed", "log_every", "eval_every",
               "stats_every", "stats_batch_size")
