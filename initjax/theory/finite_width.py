@@ -290,3 +290,47 @@ def log_variance_spread(*, input_dim: int, width: int, depth: int, output_dim: i
       mean_ln=log_v + acc_mean + log_own_mean + own_e, var_ln=acc_var + own_v,
       correlation=c, accumulated_mean=acc_mean, accumulated_var=acc_var, own_shape=own_shape,
       own_mean=own_mean)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormMoments:
+  """Moments of ln ||h_L||^2 - ln ||x||^2 over random He-initialized ReLU networks."""
+  widths: tuple[int, ...]
+  input_dim: int
+  mean: float              # E[ln ||h_L||^2 / ||x||^2]
+  variance: float          # Var[ln ||h_L||^2], exact
+  beta: float              # sum over layers of 1 / width (Hanin & Rolnick's beta)
+  first_order: float       # 5 beta, Hanin & Rolnick's leading term
+
+
+def relu_log_norm_moments(widths: Sequence[int], input_dim: int) -> LogNormMoments:
+  """The exact mean and variance of ln ||h_L||^2 for a ReLU MLP with zero biases and He weights
+  (N(0, 2 / fan_in)), hidden widths n_1..n_L, input x of dimension n_0 (any x != 0).
+
+  Given h_{k-1}, the units of f = Omega h_{k-1} are independent N(0, 2 ||h_{k-1}||^2 / n_{k-1});
+  B_k ~ Binomial(n_k, 1/2) of them are positive, so ||h_k||^2 = (2 ||h_{k-1}||^2 / n_{k-1})
+  chi^2_{B_k}, independently of h_{k-1}'s direction. The layers' log-factors are independent:
+      E[ln ||h_L||^2 / ||x||^2] = sum_k ln(2 / n_{k-1}) + ln 2 + E_B[psi(B_k / 2)],
+      Var[ln ||h_L||^2]         = sum_k E_B[psi'(B_k / 2)] + Var_B[psi(B_k / 2)],
+  B_k conditioned on B_k >= 1 (B_k = 0, probability 2^-n_k, is a dead network). To first order
+  in 1 / n_k each layer adds 5 / n_k (the factor's variance: E[(2/n sum relu(g)^2)^2] - 1 =
+  6/n + (n - 1)/n - 1), Hanin & Rolnick 2018's Var ~ 5 beta, beta = sum_k 1 / n_k.
+  """
+  widths = tuple(int(n) for n in widths)
+  if input_dim < 1 or not widths or min(widths) < 1:
+    raise ValueError(f"widths and input_dim must be >= 1; got {widths}, {input_dim}")
+  mean = variance = 0.0
+  fan_in = input_dim
+  for n in widths:
+    b = np.arange(1, n + 1)
+    log_p = (special.gammaln(n + 1) - special.gammaln(b + 1) - special.gammaln(n - b + 1)
+             - n * math.log(2.0))
+    p = np.exp(log_p)
+    p /= p.sum()
+    psi, psi1 = special.digamma(b / 2.0), special.polygamma(1, b / 2.0)
+    e_psi = float(np.sum(p * psi))
+    mean += math.log(2.0 / fan_in) + math.log(2.0) + e_psi
+    variance += float(np.sum(p * psi1) + np.sum(p * (psi - e_psi) ** 2))
+    fan_in = n
+  beta = sum(1.0 / n for n in widths)
+  return LogNormMoments(widths, int(input_dim), mean, variance, beta, 5.0 * beta)
