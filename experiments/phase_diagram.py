@@ -34,7 +34,13 @@ flags.DEFINE_integer("width", 64, "Hidden units per layer.")
 flags.DEFINE_integer("num_seeds", 4, "Networks per (sigma2_w, depth).")
 flags.DEFINE_integer("steps", 1000, "Training steps (minibatch 100).")
 flags.DEFINE_string("optimizer", "momentum", "Optimizer (initjax.optimizers).")
-flags.DEFINE_float("learning_rate", 0.01, "Learning rate.")
+flags.DEFINE_float("learning_rate", 0.01, "Learning rate (of every sigma2_w, unless "
+                   "--learning_rates searches one per sigma2_w).")
+flags.DEFINE_list("learning_rates", [], "Candidate learning rates: each sigma2_w trains at the "
+                  "one of the lowest mean final training loss in a search at --tune_depth "
+                  "(written to <output_dir>/tuning, a sweep of its own). Empty: --learning_rate.")
+flags.DEFINE_integer("tune_depth", 0, "Depth of the learning-rate search (0: the shallowest of "
+                     "--depths).")
 flags.DEFINE_integer("seed", 0, "Root seed of every PRNG key.")
 flags.DEFINE_bool("quick", False, "A coarser grid (sigma2_w 0.5,1,1.75,2.5,4; depths 4,16,48; "
                   "2 seeds; 500 steps), for a first look; flags given explicitly still win.")
@@ -58,7 +64,11 @@ def config_from_flags():
       depths=tuple(cli.unique("depths", cli.parse_ints("depths", _value("depths")))),
       sigma2_b=FLAGS.sigma2_b, activation=FLAGS.activation, width=FLAGS.width,
       num_seeds=_value("num_seeds"), steps=_value("steps"), optimizer=FLAGS.optimizer,
-      learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
+      learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+      learning_rates=tuple(cli.unique("learning_rates", cli.parse_floats(
+          "learning_rates", FLAGS.learning_rates, positive=True))) if FLAGS.learning_rates
+      else (),
+      tune_depth=FLAGS.tune_depth)
 
 
 def accuracy_table(summary: dict) -> str:
@@ -75,6 +85,11 @@ def accuracy_table(summary: dict) -> str:
   lines.append(row("xi_c", [f"{v:.1f}" for v in summary["xi_c"]]))
   lines.append(row("6 xi_c", [f"{v:.1f}" for v in summary["six_xi_c"]]))
   lines.append(row("train", [f"{v:.0f}" for v in summary["trainable_depth"]]))
+  lines.append(row("fit", [f"{v:.0f}" for v in summary["fitting_depth"]]))
+  if "tuning" in summary:
+    lines.append(row("lr", [f"{v:g}" for v in summary["learning_rate"]]))
+  lines.append(f"train: trainable on test accuracy; fit: every depth up to it reaches a median "
+               f"final training loss <= {summary['train_loss_threshold']:.3f}")
   ratio = summary["median_trainable_depth_over_xi_c"]
   lines.append(f"critical sigma_w^2 = {summary['critical_sigma2_w']:.4f}; trainable depth / "
                f"xi_c (median where the edge is inside the grid): "
@@ -82,26 +97,33 @@ def accuracy_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def finish(config, output_dir: str) -> int:
-  """Reads the finished points and writes results.csv, summary.json, phase_diagram.png."""
+def finish(config, output_dir: str, chosen=None, tuning=None) -> int:
+  """Reads the finished points and writes results.csv, summary.json, phase_diagram.png (and
+  with a learning-rate search, `tuning`, its rows in tuning.csv)."""
   from initjax.core import results
   from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
   from initjax.studies.sweep import store  # pylint: disable=import-outside-toplevel
   from initjax.studies.sweep import report  # pylint: disable=import-outside-toplevel
-  found, missing = store.load_results(output_dir, config.sweep_config())
+  sweep_config = config.sweep_config(chosen)
+  found, missing = store.load_results(output_dir, sweep_config)
   if missing:
     sys.stderr.write("error: " + report.describe_missing(
-        missing, output_dir, config.sweep_config(), hint="rerun this command, or its tasks, to "
+        missing, output_dir, sweep_config, hint="rerun this command, or its tasks, to "
         "compute them; the diagram is drawn once every point is finished") + "\n")
     return 1
-  summary = phase_diagram.summary(config, found)
+  summary = phase_diagram.summary(config, found, tuning)
   paths = [os.path.join(output_dir, n) for n in phase_diagram.OUTPUT_FILES]
+  files = {
+      paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
+                                  phase_diagram.RESULT_COLUMNS)[0],
+      paths[1]: results.json_bytes(summary),
+      paths[2]: results.figure_bytes(phase_diagram.plot(config, found), dpi=110)}
+  if tuning is not None:
+    paths.append(os.path.join(output_dir, phase_diagram.TUNING_FILE))
+    files[paths[-1]] = results.csv_bytes(phase_diagram.rows(config, tuning),
+                                         phase_diagram.RESULT_COLUMNS)[0]
   try:
-    results.atomic_write_files({
-        paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
-                                    phase_diagram.RESULT_COLUMNS)[0],
-        paths[1]: results.json_bytes(summary),
-        paths[2]: results.figure_bytes(phase_diagram.plot(config, found), dpi=110)})
+    results.atomic_write_files(files)
   except OSError as e:
     raise SystemExit(f"error: cannot write into {output_dir}: {e.strerror or e}; no file was "
                      "changed") from None
@@ -110,14 +132,50 @@ def finish(config, output_dir: str) -> int:
   return 0
 
 
+def search_learning_rates(config):
+  """The learning-rate search into <output_dir>/tuning (this task's share of it): (sigma2_w ->
+  rate, the search's points), or None while points of the search are unfinished (a split: the
+  grid starts when the tasks are rerun after every task has done its share)."""
+  from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep import store  # pylint: disable=import-outside-toplevel
+  tuning_config = config.tuning_config()
+  tuning_dir = os.path.join(FLAGS.output_dir, phase_diagram.TUNING_DIR)
+  status = jobs.run_sweep_job(
+      tuning_config, tuning_dir, lambda _: 0, "rerun the tasks: the grid starts once the "
+      "learning-rate search in {output_dir} is complete", kind="phase_diagram", files=(),
+      flag_of=phase_diagram.setting_name)
+  if status:
+    raise SystemExit(status)
+  found, missing = store.load_results(tuning_dir, tuning_config)
+  if missing:
+    print(f"the learning-rate search in {tuning_dir} has {len(missing)} unfinished points; "
+          "rerun the tasks once every task has done its share: the grid starts then")
+    return None
+  chosen = phase_diagram.choose_learning_rates(config, found)
+  print(f"learning rate per sigma_w^2 (lowest mean final training loss at depth "
+        f"{config.search_depth}): " + ", ".join(
+            f"{phase_diagram.exact_text(s)}: {lr:g}" for s, lr in chosen.items()), flush=True)
+  return chosen, found
+
+
 def main(argv):
   del argv
   config = config_from_flags()
   from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
+  chosen = tuning = None
+  if config.tuned:
+    if os.path.isdir(FLAGS.output_dir):   # refuse another command's directory before the search
+      cli.check_output_kind("output_dir", FLAGS.output_dir, "phase_diagram")
+    searched = search_learning_rates(config)
+    if searched is None:
+      return
+    chosen, tuning = searched
+  files = (*phase_diagram.OUTPUT_FILES, phase_diagram.TUNING_FILE)
   status = jobs.run_sweep_job(
-      config.sweep_config(), FLAGS.output_dir, lambda output_dir: finish(config, output_dir),
+      config.sweep_config(chosen), FLAGS.output_dir,
+      lambda output_dir: finish(config, output_dir, chosen, tuning),
       "rerun this command without --task_index/--num_tasks to draw the diagram",
-      kind="phase_diagram", files=phase_diagram.OUTPUT_FILES, flag_of=phase_diagram.setting_name)
+      kind="phase_diagram", files=files, flag_of=phase_diagram.setting_name)
   if status:
     raise SystemExit(status)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,12 +31,15 @@ from initjax.training.optimizers import optimizer_names
 RESULT_COLUMNS = ("sigma2_w", "sigma2_b", "activation", "depth", "width", "optimizer",
                   "learning_rate", "seed", "metric", "value")
 CHANCE = 0.1    # MNIST-1D has 10 balanced classes
+CHANCE_LOSS = math.log(10.0)   # the cross-entropy of a uniform guess over them
 OUTPUT_FILES = ("results.csv", "summary.json", "phase_diagram.png")
+TUNING_DIR = "tuning"       # the learning-rate search's sweep, under the output directory
+TUNING_FILE = "tuning.csv"  # its rows, as results.csv's
 # The phase diagram's settings named by the sweep it runs: a sweep field -> the setting here.
 SWEEP_FIELDS = {"inits": "sigma2_w", "widths": "width", "activations": "activation",
                 "optimizers": "optimizer", "learning_rates": "learning_rate",
                 "bias_variance": "sigma2_b", "log_every": "steps", "eval_every": "steps",
-                "stats_every": "steps"}
+                "stats_every": "steps", "init_learning_rates": "learning_rates"}
 
 
 def setting_name(sweep_field: str) -> str:
@@ -71,10 +75,16 @@ class PhaseConfig:
   learning_rate: float = 0.01
   seed: int = 0
   data_dir: str = ""
+  # A learning rate per sigma2_w, chosen from these candidates by a search at depth tune_depth
+  # (0: the shallowest of depths): the lowest mean final training loss over the seeds (a
+  # diverged seed counts as an infinite loss). Empty: every sigma2_w trains at learning_rate.
+  learning_rates: tuple[float, ...] = ()
+  tune_depth: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "sigma2_w", tuple(float(s) for s in self.sigma2_w))
     object.__setattr__(self, "depths", tuple(self.depths))
+    object.__setattr__(self, "learning_rates", tuple(float(lr) for lr in self.learning_rates))
     if not self.sigma2_w:
       raise ConfigError("sigma2_w", "needs at least one value")
     if any(not (math.isfinite(s) and s > 0) for s in self.sigma2_w):
@@ -98,8 +108,20 @@ class PhaseConfig:
         isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
         and self.learning_rate > 0):
       raise ConfigError("learning_rate", f"must be a finite number > 0; got {self.learning_rate}")
+    for lr in self.learning_rates:
+      if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError("learning_rates", f"must be finite numbers > 0; got {lr:g}")
+    if len(set(self.learning_rates)) != len(self.learning_rates):
+      raise ConfigError("learning_rates", "a value is listed twice; list each value once")
+    if isinstance(self.tune_depth, bool) or not isinstance(self.tune_depth, int) or (
+        self.tune_depth < 0):
+      raise ConfigError("tune_depth", f"must be an integer >= 0; got {self.tune_depth!r}")
+    if self.tune_depth and not self.learning_rates:
+      raise ConfigError("tune_depth", "needs --learning_rates (the candidates to search)")
     try:
       self.sweep_config()   # the sweep checks the rest
+      if self.learning_rates:
+        self.tuning_config()
     except ConfigError as e:
       raise ConfigError(setting_name(e.field), e.message) from None
     self.check_theory()
@@ -122,14 +144,37 @@ class PhaseConfig:
     except ValueError as e:
       raise ConfigError("activation/sigma2_b", f"no critical point to draw: {e}") from None
 
-  def sweep_config(self) -> SweepConfig:
-    """The sweep that trains the grid: one init "sigma2_w=v" per weight variance."""
+  @property
+  def tuned(self) -> bool:
+    """Whether the learning rate is searched per sigma2_w (`learning_rates` given)."""
+    return bool(self.learning_rates)
+
+  @property
+  def search_depth(self) -> int:
+    """The depth the learning rates are searched at."""
+    return self.tune_depth or min(self.depths)
+
+  def _sweep(self, depths, learning_rates, init_learning_rates=()) -> SweepConfig:
     return SweepConfig(
-        inits=tuple(init_of(s) for s in self.sigma2_w), depths=self.depths,
+        inits=tuple(init_of(s) for s in self.sigma2_w), depths=tuple(depths),
         widths=(self.width,), activations=(self.activation,), optimizers=(self.optimizer,),
-        learning_rates=((self.optimizer, (self.learning_rate,)),), num_seeds=self.num_seeds,
+        learning_rates=((self.optimizer, tuple(learning_rates)),), num_seeds=self.num_seeds,
         steps=self.steps, seed=self.seed, bias_variance=self.sigma2_b, data_dir=self.data_dir,
-        eval_every=max(1, self.steps // 4), stats_every=self.steps, log_every=max(1, self.steps // 50))
+        eval_every=max(1, self.steps // 4), stats_every=self.steps,
+        log_every=max(1, self.steps // 50), init_learning_rates=tuple(init_learning_rates))
+
+  def sweep_config(self, chosen: dict[float, float] | None = None) -> SweepConfig:
+    """The sweep that trains the grid: one init "sigma2_w=v" per weight variance, at
+    `learning_rate`, or with `chosen` (sigma2_w -> learning rate, from `choose_learning_rates`)
+    each sigma2_w at its own rate."""
+    if chosen is None:
+      return self._sweep(self.depths, (self.learning_rate,))
+    return self._sweep(self.depths, (self.learning_rate,),
+                       [(init_of(s), self.optimizer, chosen[s]) for s in self.sigma2_w])
+
+  def tuning_config(self) -> SweepConfig:
+    """The learning-rate search: every sigma2_w at every candidate rate, at `search_depth`."""
+    return self._sweep((self.search_depth,), self.learning_rates)
 
 
 def theory(activation: str, sigma2_b: float, sigma2_w: Sequence[float]) -> dict[str, np.ndarray]:
@@ -143,6 +188,54 @@ def theory(activation: str, sigma2_b: float, sigma2_w: Sequence[float]) -> dict[
           "phase": np.array([r.phase for r in rows])}
 
 
+def final_train_losses(results: dict[str, PointResult]) -> dict[str, np.ndarray]:
+  """point_id -> final training loss per seed (inf for a seed that diverged)."""
+  out = {}
+  for r in results.values():
+    values = {row["seed"]: row["value"] for row in r.rows
+              if row["step"] is None and row["metric"] == "final_train_loss"}
+    diverged = {row["seed"] for row in r.rows if row["step"] is None   # -1: never diverged
+                and row["metric"] == "diverged_step" and row["value"] is not None
+                and row["value"] >= 0}
+    losses = np.array([np.inf if seed in diverged or values[seed] is None
+                       or not np.isfinite(values[seed]) else float(values[seed])
+                       for seed in sorted(values)])
+    out[r.point.point_id] = losses
+  return out
+
+
+def tuning_table(config: PhaseConfig, tuning: dict[str, PointResult]) -> np.ndarray:
+  """Mean final training loss of the search, (sigma2_w, candidate learning rates); inf where a
+  seed diverged, NaN where a point is missing."""
+  table = np.full((len(config.sigma2_w), len(config.learning_rates)), np.nan)
+  losses = final_train_losses(tuning)
+  index_w = {init_of(s): j for j, s in enumerate(config.sigma2_w)}
+  index_lr = {lr: k for k, lr in enumerate(config.learning_rates)}
+  for r in tuning.values():
+    table[index_w[r.point.init], index_lr[r.point.learning_rate]] = float(
+        np.mean(losses[r.point.point_id]))
+  return table
+
+
+def choose_learning_rates(config: PhaseConfig,
+                          tuning: dict[str, PointResult]) -> dict[float, float]:
+  """sigma2_w -> the candidate learning rate of the lowest mean final training loss at
+  `config.search_depth` (ties: the smaller rate; every rate diverged: the smallest).
+
+  Raises:
+    ConfigError("learning_rates"): a point of the search is missing.
+  """
+  table = tuning_table(config, tuning)
+  if np.isnan(table).any():
+    raise ConfigError("learning_rates", "the learning-rate search is not complete")
+  order = np.argsort(config.learning_rates, kind="stable")
+  chosen = {}
+  for j, s in enumerate(config.sigma2_w):
+    row = table[j, order]
+    chosen[s] = float(np.asarray(config.learning_rates)[order][int(np.argmin(row))])
+  return chosen
+
+
 def accuracy_grid(config: PhaseConfig, results: dict[str, PointResult]) -> np.ndarray:
   """Final test accuracy (depths, sigma2_w, seeds); NaN for a diverged or missing network."""
   grid = np.full((len(config.depths), len(config.sigma2_w), config.num_seeds), np.nan)
@@ -151,6 +244,17 @@ def accuracy_grid(config: PhaseConfig, results: dict[str, PointResult]) -> np.nd
   for r in results.values():
     acc = r.records["test_accuracy"][:, -1].astype(np.float64)
     grid[index_d[r.point.depth], index_w[r.point.init]] = acc
+  return grid
+
+
+def train_loss_grid(config: PhaseConfig, results: dict[str, PointResult]) -> np.ndarray:
+  """Final training loss (depths, sigma2_w, seeds); inf for a diverged network, NaN missing."""
+  grid = np.full((len(config.depths), len(config.sigma2_w), config.num_seeds), np.nan)
+  index_w = {init_of(s): j for j, s in enumerate(config.sigma2_w)}
+  index_d = {d: i for i, d in enumerate(config.depths)}
+  losses = final_train_losses(results)
+  for r in results.values():
+    grid[index_d[r.point.depth], index_w[r.point.init]] = losses[r.point.point_id]
   return grid
 
 
@@ -187,9 +291,11 @@ def trainable_depths(config: PhaseConfig, mean_accuracy_DxW: np.ndarray,
   return out
 
 
-def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, Any]:
+def summary(config: PhaseConfig, results: dict[str, PointResult],
+            tuning: dict[str, PointResult] | None = None) -> dict[str, Any]:
   """The JSON summary: configuration, the accuracy table, theory per sigma2_w, the trainable
-  depth against xi_c, and the definitions of every number."""
+  depth against xi_c, and the definitions of every number; with `tuning` (the learning-rate
+  search's points) the rate chosen per sigma2_w and the search's losses too."""
   grid = accuracy_grid(config, results)
   with np.errstate(invalid="ignore"):
     mean = np.nanmean(grid, axis=2) if grid.size else grid
@@ -203,7 +309,33 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
   ratios = depth_max[inside] / th["xi_c"][inside]
   # The first depth of the grid that fails, just past the trainable one (None: all train).
   fails = [next((d for d in config.depths if d > dm), None) for dm in depth_max]
+  # The same on the training loss, the paper's claim being trainability: a cell trains when its
+  # median final training loss is at most halfway from the best cell's down from chance, ln(10).
+  losses = train_loss_grid(config, results)
+  with warnings.catch_warnings():   # a missing cell (all NaN) stays NaN
+    warnings.simplefilter("ignore", RuntimeWarning)
+    median_loss = np.nanmedian(losses, axis=2) if losses.size else losses
+  finite = median_loss[np.isfinite(median_loss)]
+  best_loss = float(finite.min()) if finite.size else float("nan")
+  loss_threshold = best_loss + 0.5 * (CHANCE_LOSS - best_loss)
+  fit_depth = trainable_depths(config, np.where(np.isnan(median_loss), np.inf, median_loss) * -1,
+                               -loss_threshold)
+  fit_inside = (fit_depth > 0) & (fit_depth < max(config.depths)) & np.isfinite(th["xi_c"])
+  fit_fails = [next((d for d in config.depths if d > dm), None) for dm in fit_depth]
   critical = phases.phase_boundary(config.activation, config.sigma2_b)
+  if config.tuned:
+    if tuning is None:
+      raise ValueError("a tuned phase diagram's summary needs the learning-rate search")
+    chosen = choose_learning_rates(config, tuning)
+    search = {
+        "learning_rate": [chosen[s] for s in config.sigma2_w],
+        "tuning": {"depth": config.search_depth, "learning_rates": list(config.learning_rates),
+                   # JSON has no inf: a diverged candidate is the string "diverged"
+                   "mean_final_train_loss": [
+                       [None if np.isnan(v) else "diverged" if np.isinf(v) else float(v)
+                        for v in row] for row in tuning_table(config, tuning)]}}
+  else:
+    search = {"learning_rate": [config.learning_rate] * len(config.sigma2_w)}
   return {
       "config": dataclasses.asdict(config),
       "critical_sigma2_w": critical.sigma2_w, "critical_is_continuous": critical.continuous,
@@ -217,7 +349,27 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
       "phase": th["phase"].tolist(),
       "trainable_depth_over_xi_c": ratios.tolist(),
       "median_trainable_depth_over_xi_c": float(np.median(ratios)) if ratios.size else None,
+      "median_final_train_loss": [[None if np.isnan(v) else "diverged" if np.isinf(v)
+                                   else float(v) for v in row] for row in median_loss],
+      "train_loss_threshold": loss_threshold,
+      "fitting_depth": fit_depth.tolist(), "first_unfitted_depth": fit_fails,
+      "fitting_depth_over_xi_c": (fit_depth[fit_inside] / th["xi_c"][fit_inside]).tolist(),
+      **search,
       "definitions": {
+          "median_final_train_loss": "rows: depths, columns: sigma2_w; median over seeds of "
+                                     "the final training loss ('diverged': the median network "
+                                     "diverged)",
+          "train_loss_threshold": f"the best cell's median final training loss plus half the "
+                                  f"way up to chance, ln 10 = {CHANCE_LOSS:.4f}",
+          "fitting_depth": "deepest depth of the grid up to which every depth's median final "
+                           "training loss is at most train_loss_threshold (trainability on the "
+                           "training set; 0: not even the shallowest)",
+          "first_unfitted_depth": "the grid's next depth after fitting_depth; None: all fit",
+          "fitting_depth_over_xi_c": "fitting_depth / xi_c where that edge lies inside the grid",
+          "learning_rate": "per sigma2_w, the rate every depth of its column trained at",
+          "tuning": "the learning-rate search (only with learning_rates): every sigma2_w at "
+                    "every candidate rate at one depth; mean_final_train_loss rows: sigma2_w, "
+                    "columns: the candidates ('diverged': a seed diverged); the lowest is chosen",
           "mean_test_accuracy": "rows: depths, columns: sigma2_w; mean over seeds of the test "
                                 "accuracy after the last step (diverged networks left out)",
           "trainable_threshold": f"chance ({CHANCE}) plus half the way to the best cell's mean",
@@ -233,6 +385,14 @@ def summary(config: PhaseConfig, results: dict[str, PointResult]) -> dict[str, A
   }
 
 
+def _log_norm(loss: np.ndarray):
+  """A log colour scale from the best finite loss up to ten times chance."""
+  from matplotlib.colors import LogNorm  # pylint: disable=import-outside-toplevel
+  finite = loss[np.isfinite(loss) & (loss > 0)]
+  low = float(finite.min()) if finite.size else 1e-3
+  return LogNorm(vmin=min(low, CHANCE_LOSS / 10), vmax=10.0 * CHANCE_LOSS)
+
+
 def _edges(values: Sequence[float]) -> np.ndarray:
   v = np.asarray(values, np.float64)
   mid = 0.5 * (v[1:] + v[:-1])
@@ -240,25 +400,20 @@ def _edges(values: Sequence[float]) -> np.ndarray:
                          [v[-1] + (v[-1] - mid[-1]) if v.size > 1 else v[0] * 1.1]])
 
 
-def plot(config: PhaseConfig, results: dict[str, PointResult]):
-  """a) mean test accuracy over (sigma2_w, depth) with xi_c and 6 xi_c from theory; b) the
-  ordered/chaotic boundary in the (sigma2_w, sigma2_b) plane. Returns a matplotlib `Figure`."""
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  grid = accuracy_grid(config, results)
-  with np.errstate(invalid="ignore"):
-    mean = np.nanmean(grid, axis=2)
-  fig = Figure(figsize=(12, 4.8))
-  ax, bx = fig.subplots(1, 2)
+def _depth_map(fig, ax, config: PhaseConfig, values_DxW: np.ndarray, label: str, title: str,
+               **mesh_kwargs) -> None:
+  """One (sigma2_w, depth) heat map with xi_c and 6 xi_c from theory, and He/Xavier marked."""
   depth_edges = np.exp(_edges(np.log(config.depths)))
-  mesh = ax.pcolormesh(_edges(config.sigma2_w), depth_edges, mean, cmap="viridis",
-                       vmin=CHANCE, vmax=max(CHANCE + 0.01, float(np.nanmax(mean))))
-  fig.colorbar(mesh, ax=ax, label="test accuracy (mean over seeds)")
+  mesh = ax.pcolormesh(_edges(config.sigma2_w), depth_edges, values_DxW, **mesh_kwargs)
+  fig.colorbar(mesh, ax=ax, label=label)
   dense = np.linspace(min(config.sigma2_w), max(config.sigma2_w), 121)
   th = theory(config.activation, config.sigma2_b, dense)
   ax.plot(dense, 6.0 * th["xi_c"], color="white", lw=2, label="6 xi_c")
   ax.plot(dense, th["xi_c"], color="white", lw=1, ls="--", label="xi_c")
   ax.set_yscale("log")
   ax.set_ylim(depth_edges[0], depth_edges[-1])
+  ax.set_yticks(config.depths, [str(d) for d in config.depths])
+  ax.minorticks_off()
   for s2, name in ((1.0, "Xavier/LeCun"), (2.0, "He")):
     if min(config.sigma2_w) <= s2 <= max(config.sigma2_w):
       ax.axvline(s2, color="orange", lw=1, ls=":")
@@ -266,9 +421,33 @@ def plot(config: PhaseConfig, results: dict[str, PointResult]):
               rotation=90, fontsize=8)
   ax.set_xlabel("sigma_w^2 (= fan_in Var[W])")
   ax.set_ylabel("depth (hidden layers)")
-  ax.set_title(f"a) {config.activation}, sigma_b^2 = {config.sigma2_b:g}: trainability after "
-               f"{config.steps} steps", fontsize=9)
+  ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8, loc="lower left")
+
+
+def plot(config: PhaseConfig, results: dict[str, PointResult]):
+  """a) mean test accuracy over (sigma2_w, depth) with xi_c and 6 xi_c from theory; b) the
+  median final training loss likewise; c) the ordered/chaotic boundary in the
+  (sigma2_w, sigma2_b) plane. Returns a matplotlib `Figure`."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  grid = accuracy_grid(config, results)
+  with np.errstate(invalid="ignore"):
+    mean = np.nanmean(grid, axis=2)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    loss = np.nanmedian(train_loss_grid(config, results), axis=2)
+  fig = Figure(figsize=(17, 4.8))
+  ax, lx, bx = fig.subplots(1, 3)
+  rate = (f"lr searched per sigma_w^2 at depth {config.search_depth}" if config.tuned
+          else f"lr {config.learning_rate:g}")
+  _depth_map(fig, ax, config, mean, "test accuracy (mean over seeds)",
+             f"a) {config.activation}, sigma_b^2 = {config.sigma2_b:g}: test accuracy after "
+             f"{config.steps} steps\n({config.optimizer}, {rate})", cmap="viridis", vmin=CHANCE,
+             vmax=max(CHANCE + 0.01, float(np.nanmax(mean))))
+  _depth_map(fig, lx, config, np.minimum(loss, 10.0 * CHANCE_LOSS),
+             "final training loss (median over seeds; log scale)",
+             "b) final training loss\n(ln 10 = chance; diverged: top of the scale)", cmap="magma_r",
+             norm=_log_norm(loss))
   # Denser near sigma_b^2 = 0, where the critical line of tanh-like activations turns fastest.
   b_values = max(0.3, 2 * config.sigma2_b) * np.linspace(0.0, 1.0, 41) ** 2
   line = phases.critical_line(config.activation, b_values)
@@ -284,7 +463,7 @@ def plot(config: PhaseConfig, results: dict[str, PointResult]):
   bx.set_xlim(0, max(4.5, max(config.sigma2_w)))
   bx.set_xlabel("sigma_w^2")
   bx.set_ylabel("sigma_b^2")
-  bx.set_title(f"b) {config.activation}: ordered and chaotic phases (mean field)", fontsize=9)
+  bx.set_title(f"c) {config.activation}: ordered and chaotic phases (mean field)", fontsize=9)
   bx.legend(fontsize=8, loc="upper left")
   fig.tight_layout()
   return fig

@@ -111,6 +111,9 @@ class SweepConfig:
   inits: registered initializer names, NAME:KEY=VALUE (its keyword arguments, e.g.
   "orthogonal:gain=1.09"), or "sigma2_w=<value>": a plain normal of variance value / fan_in
   (the mean-field sigma_w^2, as `experiments.phase_diagram` uses).
+  init_learning_rates: ((init, optimizer, lr), ...); an init listed for an optimizer trains at
+  that learning rate only, instead of at every rate of `learning_rates` (the phase diagram's
+  learning rate chosen per sigma2_w).
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
   MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
 
@@ -139,6 +142,7 @@ class SweepConfig:
   branch_scale: str = "one"
   kernel_size: int = 5
   padding: str = "circular"
+  init_learning_rates: tuple[tuple[str, str, float], ...] = ()
 
   def __post_init__(self):
     for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
@@ -183,6 +187,7 @@ class SweepConfig:
       for lr in lrs:
         _check_learning_rate(lr)
       _check_unique("learning_rates", lrs)
+    self._check_init_learning_rates()
     for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
                   "stats_batch_size"):
       _check_int(field, getattr(self, field), 1)
@@ -206,9 +211,39 @@ class SweepConfig:
     return architectures.ArchOptions(branch_scale=self.branch_scale,
                                      kernel_size=self.kernel_size, padding=self.padding)
 
+  def _check_init_learning_rates(self) -> None:
+    entries = []
+    for entry in self.init_learning_rates:
+      if not (isinstance(entry, (tuple, list)) and len(entry) == 3
+              and isinstance(entry[0], str) and isinstance(entry[1], str)):
+        raise ConfigError("init_learning_rates", "entries must be [init, optimizer, learning "
+                          f"rate]; got {entry!r}")
+      init, optimizer, lr = entry
+      if init not in self.inits:
+        raise ConfigError("init_learning_rates", f"init {init!r} is not in --inits")
+      if optimizer not in self.optimizers:
+        raise ConfigError("init_learning_rates", f"optimizer {optimizer!r} is not in "
+                          f"--optimizers ({', '.join(self.optimizers)})")
+      _check_learning_rate(lr)
+      entries.append((init, optimizer, float(lr)))
+    _check_unique("init_learning_rates", [(i, o) for i, o, _ in entries])
+    object.__setattr__(self, "init_learning_rates", tuple(entries))
+
   def learning_rates_for(self, optimizer: str) -> tuple[float, ...]:
     given = dict(self.learning_rates)
     return tuple(given.get(optimizer, (DEFAULT_LEARNING_RATES[optimizer],)))
+
+  def grid_learning_rates(self, optimizer: str, init: str | None = None) -> tuple[float, ...]:
+    """The learning rates the grid trains `init` at with `optimizer` (`init_learning_rates`
+    first); without an init, every rate that some init trains at, in grid order."""
+    pinned = {(i, o): lr for i, o, lr in self.init_learning_rates}
+    if init is not None:
+      return ((pinned[init, optimizer],) if (init, optimizer) in pinned
+              else self.learning_rates_for(optimizer))
+    rates = [lr for lr in self.learning_rates_for(optimizer)
+             if any((i, optimizer) not in pinned for i in self.inits)]
+    rates += sorted({lr for (_, o), lr in pinned.items() if o == optimizer} - set(rates))
+    return tuple(rates)
 
   def to_dict(self) -> dict[str, Any]:
     """Plain JSON-ready dict; learning_rates resolved per optimizer."""

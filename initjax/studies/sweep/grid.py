@@ -54,7 +54,8 @@ def expand_grid(config: SweepConfig) -> list[GridPoint]:
   return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch)
           for arch in config.archs for depth in config.depths for width in config.widths
           for activation in config.activations for optimizer in config.optimizers
-          for lr in config.learning_rates_for(optimizer) for init in config.inits]
+          for lr in config.grid_learning_rates(optimizer) for init in config.inits
+          if lr in config.grid_learning_rates(optimizer, init)]
 
 
 def group_points(points: Sequence[GridPoint]) -> list[list[GridPoint]]:
