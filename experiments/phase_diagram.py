@@ -102,6 +102,7 @@ def finish(config, output_dir: str, chosen=None, tuning=None) -> int:
   with a learning-rate search, `tuning`, its rows in tuning.csv)."""
   from initjax.core import results
   from initjax.studies import phase_diagram  # pylint: disable=import-outside-toplevel
+  from initjax.studies import phase_diagram_plot  # pylint: disable=import-outside-toplevel
   from initjax.studies.sweep import store  # pylint: disable=import-outside-toplevel
   from initjax.studies.sweep import report  # pylint: disable=import-outside-toplevel
   sweep_config = config.sweep_config(chosen)
@@ -117,7 +118,7 @@ def finish(config, output_dir: str, chosen=None, tuning=None) -> int:
       paths[0]: results.csv_bytes(phase_diagram.rows(config, found),
                                   phase_diagram.RESULT_COLUMNS)[0],
       paths[1]: results.json_bytes(summary),
-      paths[2]: results.figure_bytes(phase_diagram.plot(config, found), dpi=110)}
+      paths[2]: results.figure_bytes(phase_diagram_plot.plot(config, found), dpi=110)}
   if tuning is not None:
     paths.append(os.path.join(output_dir, phase_diagram.TUNING_FILE))
     files[paths[-1]] = results.csv_bytes(phase_diagram.rows(config, tuning),
