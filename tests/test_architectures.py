@@ -125,6 +125,7 @@ def test_zero_padding_loses_signal_at_the_edges():
   assert np.all(np.diff(zero["var_f"]) < 0) and zero["var_f"][-1] < circular["var_f"][-1] - 0.05
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_cnn_trains_vmapped_and_equals_one_network():
   arch = architectures.get("cnn")
   model = arch.model("relu", architectures.ArchOptions())

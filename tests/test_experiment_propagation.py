@@ -16,6 +16,7 @@ def _run(*flags, timeout=240):
                         capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_small_run_writes_tidy_results_summary_and_figure(tmp_path):
   out = tmp_path / "fig"
   proc = _run(*SMALL, "--sigma2=0.01,1.0", "--inits=he_normal", f"--output_dir={out}")
@@ -40,6 +41,7 @@ def test_small_run_writes_tidy_results_summary_and_figure(tmp_path):
   assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_overflow_outside_log_space_is_flagged_not_written(tmp_path):
   # Identity activation with random biases is not exactly rescalable: float32 overflows and
   # those rows must be flagged with empty values, never 'inf' or 'nan' in the file.
@@ -58,16 +60,19 @@ def test_overflow_outside_log_space_is_flagged_not_written(tmp_path):
 @pytest.mark.parametrize("flag, needle", [
     ("--sigma2=0", "--sigma2"),
     ("--sigma2=-1,0.1", "--sigma2"),
-    ("--depth=0", "--depth"),
-    ("--width=0", "--width"),
-    ("--inits=nope", "--inits"),
-    ("--activation=swish", "--activation"),
-    ("--dtype=float16", "--dtype"),
-    ("--output_dir=/proc/initjax_cannot_write_here", "--output_dir"),
-    ("--num_seeds=abc", "num_seeds"),
+    pytest.param("--depth=0", "--depth", marks=pytest.mark.slow),
+    pytest.param("--width=0", "--width", marks=pytest.mark.slow),
+    pytest.param("--inits=nope", "--inits", marks=pytest.mark.slow),
+    pytest.param("--activation=swish", "--activation", marks=pytest.mark.slow),
+    pytest.param("--dtype=float16", "--dtype", marks=pytest.mark.slow),
+    pytest.param("--output_dir=/proc/initjax_cannot_write_here", "--output_dir",
+                 marks=pytest.mark.slow),
+    pytest.param("--num_seeds=abc", "num_seeds", marks=pytest.mark.slow),
     ("--sigma2=inf", "--sigma2: values must be finite numbers > 0"),      # all-NaN output before
-    ("--bias_variance=inf", "--bias_variance: must be a finite number"),  # a traceback before
-    ("--bias_variance=nan", "--bias_variance: must be a finite number"),
+    pytest.param("--bias_variance=inf", "--bias_variance: must be a finite number",
+                 marks=pytest.mark.slow),  # a traceback before
+    pytest.param("--bias_variance=nan", "--bias_variance: must be a finite number",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, flag, needle):
   args = list(SMALL)

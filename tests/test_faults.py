@@ -203,6 +203,7 @@ def test_a_changed_value_in_either_file_is_caught(tmp_path, reference):
     assert state == "damaged" and why in str(detail), str(detail)
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_report_lists_damaged_points_and_rerun_recomputes_them(tmp_path, env, reference):
   """Ten points damaged ten ways, two left intact: the report refuses naming each (exit 1,
   nothing written); the rerun names each file in one line, recomputes exactly those points and
@@ -259,6 +260,7 @@ def _can_mount_tmpfs():
                         capture_output=True, check=False).returncode == 0
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and mount namespaces (a tmpfs)")
 def test_full_disk_keeps_finished_points_and_old_files(tmp_path, env, reference):
   """A sweep and a report on a full file system (a tiny tmpfs in a private mount namespace): one
@@ -299,6 +301,7 @@ def test_full_disk_keeps_finished_points_and_old_files(tmp_path, env, reference)
 # ------------------------------------------------------------------------------------------------
 # Two runs into one directory.
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_second_run_of_a_task_into_a_locked_directory_is_refused(tmp_path, env, reference):
   out = str(tmp_path / "run")
   shutil.copytree(reference, out)
@@ -396,6 +399,7 @@ def test_a_second_figure_run_is_refused(tmp_path, env):
 # ------------------------------------------------------------------------------------------------
 # Sizes that cannot fit.
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_impossible_sizes_are_refused_before_anything_runs(tmp_path, env):
   out = tmp_path / "never"
   proc = _run("sweep", [f"--depths={IMPOSSIBLE}", "--widths=1000", f"--output_dir={out}"], env)

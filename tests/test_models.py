@@ -69,6 +69,7 @@ def _check_batch_against_one_at_a_time(model, params_B, data):
   return out
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_a_linen_cnn_trains_vmapped():
   data = _data((LENGTH,))
   module = LinenCNN()

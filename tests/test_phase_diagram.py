@@ -216,13 +216,13 @@ def test_tiny_tuned_phase_diagram_end_to_end(tmp_path):
 @pytest.mark.parametrize("flag, needle", [
     ("--sigma2_w=1,0", "--sigma2_w"),
     ("--sigma2_w=-2", "--sigma2_w"),
-    ("--sigma2_w=", "--sigma2_w"),
-    ("--sigma2_b=-0.1", "--sigma2_b"),
-    ("--sigma2_b=nan", "--sigma2_b"),
-    ("--depths=0", "--depths"),
-    ("--activation=nope", "--activation"),
-    ("--learning_rates=0.01,x", "--learning_rates"),
-    ("--tune_depth=4", "--tune_depth"),
+    pytest.param("--sigma2_w=", "--sigma2_w", marks=pytest.mark.slow),
+    pytest.param("--sigma2_b=-0.1", "--sigma2_b", marks=pytest.mark.slow),
+    pytest.param("--sigma2_b=nan", "--sigma2_b", marks=pytest.mark.slow),
+    pytest.param("--depths=0", "--depths", marks=pytest.mark.slow),
+    pytest.param("--activation=nope", "--activation", marks=pytest.mark.slow),
+    pytest.param("--learning_rates=0.01,x", "--learning_rates", marks=pytest.mark.slow),
+    pytest.param("--tune_depth=4", "--tune_depth", marks=pytest.mark.slow),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flag, needle):
   out = tmp_path / "pd"

@@ -86,6 +86,7 @@ def test_he_stays_within_a_factor_of_two_over_50_layers():
   assert abs(slope) < 0.015, slope
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_float32_direct_path_overflows_and_is_flagged():
   # Without rescaling, float32 overflows for sigma2 = 1 (1e38 is passed near layer 22): those
   # values must come back non-finite, so that they are flagged, never reported as numbers.

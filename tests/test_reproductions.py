@@ -34,7 +34,8 @@ def _run(args, env, timeout=300):
 def test_every_config_loads_with_its_quick_variant_and_refuses_others(name):
   module = importlib.import_module(f"experiments.configs.{name}")
   full, quick = module.get_config(), module.get_config("quick")
-  assert module.EXPERIMENT in ("sweep", "propagation", "phase_diagram", "norm_spread")
+  assert module.EXPERIMENT in ("sweep", "propagation", "phase_diagram", "norm_spread",
+                               "saturation")
   assert set(quick) == set(full)
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     module.get_config("huge")
@@ -220,3 +221,67 @@ def test_reproduce_runs_checks_and_writes_verdicts(env, tmp_path):
   verdict = json.loads((out / "he2015_fig2_quick" / "verdict.json").read_text())
   assert proc.returncode == (0 if verdict["held"] else 1)
   assert len(json.loads((out / "reproductions.json").read_text())["verdicts"]) == 4
+
+
+def _phase_dir(path, fit, fails, xi_c, sigma2_w=(0.5, 1.0, 2.5, 4.0)):
+  path.mkdir()
+  (path / "summary.json").write_text(json.dumps({
+      "sigma2_w": list(sigma2_w), "depths": [4, 8, 16, 32, 64], "xi_c": xi_c,
+      "fitting_depth": fit, "first_unfitted_depth": fails, "critical_sigma2_w": 1.761}))
+  return str(path)
+
+
+def test_phase_envelope_needs_every_column_consistent_and_an_edge_on_each_side(tmp_path):
+  r = reproductions.REPRODUCTIONS["schoenholz2017_envelope"]
+  xi = [1.2, 3.6, 11.8, 7.0]
+  # 6 xi_c = 7.2, 21.6, 70.8, 42: edges 8-16, 16-32, 64-inf, 32-64 all meet 3-12 xi_c.
+  held = r.check(_phase_dir(tmp_path / "a", [8, 16, 64, 32], [16, 32, None, 64], xi))
+  assert held["held"], held["why"]
+  assert held["measured"]["sigma2_w=4"]["edge_over_xi_c"] == [4.57, 9.14]
+  # sigma2_w = 4 failing at 8 = 1.1 xi_c: inside the grid but far short of 3 xi_c.
+  short = r.check(_phase_dir(tmp_path / "b", [8, 16, 64, 4], [16, 32, None, 8], xi))
+  assert not short["held"] and "sigma2_w=4 (edge 4-8 layers" in short["why"]
+  # Near criticality (xi_c = inf) a failure at any finite depth is inconsistent.
+  critical = r.check(_phase_dir(tmp_path / "c", [8, 64], [16, 96], [1.2, None],
+                                sigma2_w=(0.5, 1.75)))
+  assert not critical["held"] and "sigma2_w=1.75" in critical["why"]
+  # Consistent, but no chaotic column with its edge inside the grid: not confirmed.
+  one_side = r.check(_phase_dir(tmp_path / "d", [8, 16], [16, 32], [1.2, 3.6],
+                                sigma2_w=(0.5, 1.0)))
+  assert not one_side["held"] and "one on each side" in one_side["why"]
+  with pytest.raises(reproductions.MissingOutput, match="not a phase diagram"):
+    r.check(_sweep_dir(tmp_path / "e", [_point("he_normal", 8, 0, 1)]))
+
+
+def _saturation_dir(path, standard, normalized):
+  path.mkdir()
+  settings = {}
+  for init, values in (("std", standard), ("norm", normalized)):
+    for activation in ("tanh", "sigmoid"):
+      settings[f"{activation} {init}"] = {"activation": activation, "init": init, **values}
+  (path / "summary.json").write_text(json.dumps({
+      "standard_init": "std", "normalized_init": "norm", "steps": [0, 100, 200],
+      "settings": settings}))
+  return str(path)
+
+
+def _setting(fwd, bwd, spread, top):
+  return {"forward_slope_at_init": fwd, "backward_slope_at_init": bwd,
+          "hidden_weight_grad_log10_spread_at_init": spread, "top_layer_mean_activation": top}
+
+
+def test_glorot_bengio_distribution_checks_fail_when_the_inits_do_not_differ(tmp_path):
+  tanh = reproductions.REPRODUCTIONS["glorot_bengio2010_fig6_7"]
+  sigmoid = reproductions.REPRODUCTIONS["glorot_bengio2010_fig2"]
+  # Gaps of 0.40 decades per layer (> 0.239), weight gradients within 0.1 decades: held.
+  good = _saturation_dir(tmp_path / "a", _setting(-0.50, 0.53, 0.1, [0.5, 0.05, 0.02]),
+                         _setting(-0.10, 0.13, 0.1, [0.5, 0.4, 0.3]))
+  assert tanh.check(good)["held"] and sigmoid.check(good)["held"]
+  # The backward gap only 0.2: not held; the top layer never below 0.1: not held.
+  weak = _saturation_dir(tmp_path / "b", _setting(-0.50, 0.33, 0.1, [0.5, 0.3, 0.12]),
+                         _setting(-0.10, 0.13, 0.1, [0.5, 0.4, 0.3]))
+  assert not tanh.check(weak)["held"] and not sigmoid.check(weak)["held"]
+  # Weight gradients spread over a factor 10 across layers: not held.
+  spread = _saturation_dir(tmp_path / "c", _setting(-0.50, 0.53, 1.0, [0.5, 0.05, 0.02]),
+                           _setting(-0.10, 0.13, 0.1, [0.5, 0.4, 0.3]))
+  assert not tanh.check(spread)["held"]

@@ -58,6 +58,7 @@ def _resnet(weight_init):
                          train_kwargs={"train": True}, eval_kwargs={"train": False})
 
 
+@pytest.mark.slow  # end to end, several seconds: runs in the slow pass
 def test_batchnorm_resnet_trains_with_running_statistics():
   net = _resnet("he_normal")
   keys = jax.random.split(jax.random.key(2), 2)

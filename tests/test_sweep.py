@@ -67,9 +67,9 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
 @pytest.mark.parametrize("flag,value", [
     ("optimizers", "nope"),
     ("learning_rates", "-1"),
-    ("num_seeds", "0"),
-    ("output_dir", "/proc/x"),
-    ("dataset", "cifar"),
+    pytest.param("num_seeds", "0", marks=pytest.mark.slow),
+    pytest.param("output_dir", "/proc/x", marks=pytest.mark.slow),
+    pytest.param("dataset", "cifar", marks=pytest.mark.slow),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, flag, value):
   out = tmp_path / "never"

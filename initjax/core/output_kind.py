@@ -25,11 +25,12 @@ KINDS = {
     "zoo": "a model-zoo study (experiments.zoo)",
     "isometry": "a Jacobian spectra run (experiments.isometry)",
     "norm_spread": "a norm-spread run (experiments.norm_spread)",
+    "saturation": "a saturation run (experiments.saturation)",
 }
 _FIGURES = {"phase_diagram.png": "phase_diagram", "propagation.png": "propagation_figure",
             "loss_curves.png": "sweep", "zoo_transformer.png": "zoo", "zoo_rnn.png": "zoo",
             "zoo_resnet.png": "zoo", "spectra.png": "isometry",
-            "norm_spread.png": "norm_spread"}
+            "norm_spread.png": "norm_spread", "saturation.png": "saturation"}
 
 
 class WrongKind(ValueError):

@@ -257,6 +257,105 @@ def _hanin_rolnick(output_dir: str) -> tuple[bool, dict, str]:
   return held, measured, why
 
 
+ENVELOPE = (3.0, 12.0)   # a factor of two either side of Schoenholz et al.'s 6 xi_c
+
+
+def _phase_envelope(output_dir: str) -> tuple[bool, dict, str]:
+  s = _summary(output_dir)
+  need = ("sigma2_w", "depths", "xi_c", "fitting_depth", "first_unfitted_depth",
+          "critical_sigma2_w")
+  missing = [k for k in need if k not in s]
+  if missing:
+    raise MissingOutput(f"{output_dir}/summary.json is not a phase diagram's (no "
+                        f"{', '.join(missing)})")
+  lo_c, hi_c = ENVELOPE
+  measured, inconsistent, inside = {}, [], {"ordered": 0, "chaotic": 0}
+  lrs = s.get("learning_rate") or [None] * len(s["sigma2_w"])
+  for w, xi, fit, fail, lr in zip(s["sigma2_w"], s["xi_c"], s["fitting_depth"],
+                                  s["first_unfitted_depth"], lrs):
+    xi = math.inf if xi is None else float(xi)
+    hi = math.inf if fail is None else float(fail)
+    # The edge lies between `fit` (trains) and `hi` (fails); the claim puts it at 6 xi_c.
+    consistent = fit <= hi_c * xi and hi >= lo_c * xi
+    edge_inside = fit > 0 and fail is not None
+    side = "ordered" if w < s["critical_sigma2_w"] else "chaotic"
+    if edge_inside and consistent:
+      inside[side] += 1
+    if not consistent:
+      inconsistent.append(f"sigma2_w={w:g} (edge {fit:g}-{'inf' if fail is None else fail} "
+                          f"layers, {lo_c:g}-{hi_c:g} xi_c = {lo_c * xi:.1f}-{hi_c * xi:.1f})")
+    measured[f"sigma2_w={w:g}"] = {
+        "side": side, "xi_c": round(xi, 2) if math.isfinite(xi) else None,
+        "fitting_depth": fit, "first_unfitted_depth": fail, "learning_rate": lr,
+        "edge_over_xi_c": [round(fit / xi, 2), round(hi / xi, 2) if math.isfinite(hi / xi)
+                           else None] if math.isfinite(xi) else None,
+        "consistent": consistent}
+  both = inside["ordered"] > 0 and inside["chaotic"] > 0
+  held = not inconsistent and both
+  why = (f"{len(s['sigma2_w']) - len(inconsistent)}/{len(s['sigma2_w'])} columns' training-loss "
+         f"edge consistent with {lo_c:g}-{hi_c:g} xi_c; edges inside the grid and consistent: "
+         f"{inside['ordered']} ordered, {inside['chaotic']} chaotic")
+  if inconsistent:
+    why += "; not consistent: " + ", ".join(inconsistent)
+  elif not both:
+    why += " (the claim needs one on each side)"
+  return held, measured, why
+
+
+GB_GAP = 0.5 * math.log10(3)   # half the linear-regime gap between n Var = 1/3 and 1, per layer
+GB_WEIGHT_SPREAD = math.log10(3)
+GB_SATURATED = 0.1             # the top sigmoid layer's mean activation (0.5 at initialization)
+
+
+def _saturation_settings(output_dir: str, activation: str) -> tuple[dict, dict]:
+  s = _summary(output_dir)
+  settings = s.get("settings")
+  if not settings or "standard_init" not in s:
+    raise MissingOutput(f"{output_dir}/summary.json is not a saturation run's")
+  picked = {v["init"]: v for v in settings.values() if v["activation"] == activation}
+  for init in (s["standard_init"], s["normalized_init"]):
+    if init not in picked:
+      raise MissingOutput(f"the saturation run has no {activation} network with {init}")
+  return picked[s["standard_init"]], picked[s["normalized_init"]]
+
+
+def _glorot_bengio_tanh(output_dir: str) -> tuple[bool, dict, str]:
+  st, no = _saturation_settings(output_dir, "tanh")
+  forward_gap = no["forward_slope_at_init"] - st["forward_slope_at_init"]
+  backward_gap = st["backward_slope_at_init"] - no["backward_slope_at_init"]
+  spreads = (st["hidden_weight_grad_log10_spread_at_init"],
+             no["hidden_weight_grad_log10_spread_at_init"])
+  held = forward_gap > GB_GAP and backward_gap > GB_GAP and max(spreads) < GB_WEIGHT_SPREAD
+  measured = {name: {k: round(v[k], 4) for k in (
+      "forward_slope_at_init", "backward_slope_at_init",
+      "hidden_weight_grad_log10_spread_at_init")} for name, v in (("standard", st),
+                                                                   ("normalized", no))}
+  why = (f"decades per layer at initialization, standard vs normalized: activations "
+         f"{st['forward_slope_at_init']:+.3f} vs {no['forward_slope_at_init']:+.3f}, gradients "
+         f"{st['backward_slope_at_init']:+.3f} vs {no['backward_slope_at_init']:+.3f} (gaps "
+         f"{forward_gap:.3f}, {backward_gap:.3f}; criterion > {GB_GAP:.3f}); hidden weight "
+         f"gradients spread {spreads[0]:.3f} and {spreads[1]:.3f} decades (criterion < "
+         f"{GB_WEIGHT_SPREAD:.3f})")
+  return held, measured, why
+
+
+def _glorot_bengio_sigmoid(output_dir: str) -> tuple[bool, dict, str]:
+  st, no = _saturation_settings(output_dir, "sigmoid")
+  steps = _summary(output_dir)["steps"]
+  means = [math.nan if m is None else m for m in st["top_layer_mean_activation"]]
+  lowest = min(range(len(means)), key=lambda i: means[i] if math.isfinite(means[i]) else 9)
+  held = math.isfinite(means[lowest]) and means[lowest] < GB_SATURATED
+  measured = {"standard_top_layer_mean": [round(m, 4) for m in means],
+              "normalized_top_layer_mean": [round(m, 4) for m in
+                                            no["top_layer_mean_activation"]],
+              "steps": steps}
+  why = (f"standard init: the top hidden layer's mean sigmoid activation starts at "
+         f"{means[0]:.3f} and is lowest at step {steps[lowest]}, {means[lowest]:.3f} (criterion: "
+         f"below {GB_SATURATED}); normalized init: lowest "
+         f"{min(no['top_layer_mean_activation']):.3f}")
+  return held, measured, why
+
+
 REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
     Reproduction(
         "book_figure", "Prince, Understanding Deep Learning, Figure 7.7 (slides Figure 7.4)",
@@ -319,6 +418,37 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         "each profile's measured variance within 4 standard errors of the exact law, and the "
         "three profiles with beta = 0.25 within 4 standard errors of each other",
         "norm_spread.png", _hanin_rolnick),
+    Reproduction(
+        "glorot_bengio2010_fig6_7", "Glorot & Bengio 2010, Figures 6 and 7 (and eq. 14)",
+        "With 5 hidden tanh layers the standard init U[-1/sqrt(n), 1/sqrt(n)] shrinks the "
+        "activations towards the output and the back-propagated gradients towards the input; "
+        "the normalized init does not; weight gradients stay about equal across layers.",
+        "histograms: the peak at zero grows in higher layers (activations) and lower layers "
+        "(gradients) under the standard init only; linear regime: 1/3 vs 1 per layer",
+        "saturation", "glorot_bengio2010_tanh",
+        f"at initialization the standard init's activation-variance decay and gradient-variance "
+        f"growth per layer each exceed the normalized init's by more than half of log10 3 "
+        f"({GB_GAP:.3f} decades per layer), and under both the hidden weights' gradient "
+        f"variances lie within a factor 3", "saturation.png", _glorot_bengio_tanh),
+    Reproduction(
+        "glorot_bengio2010_fig2", "Glorot & Bengio 2010, Figure 2",
+        "In a deep sigmoid MLP under the standard init the top hidden layer saturates at 0 "
+        "early in training, then slowly desaturates.",
+        "top hidden layer's mean activation from 0.5 to about 0 within the first epochs "
+        "(Shapeset-3x2, 4 hidden layers)", "saturation", "glorot_bengio2010_sigmoid",
+        f"under the standard init the top hidden layer's mean activation (median over seeds) "
+        f"falls below {GB_SATURATED} at a recorded step", "saturation.png",
+        _glorot_bengio_sigmoid),
+    Reproduction(
+        "schoenholz2017_envelope", "Schoenholz et al. 2017, Figure 5 (the phase diagram)",
+        "Random tanh networks train up to a depth of about 6 xi_c on both sides of the "
+        "order-to-chaos transition, xi_c the depth scale of correlations.",
+        "the trainable region's edge follows 6 xi_c (MNIST, CIFAR-10; SGD and RMSProp, tuned "
+        "learning rates)", "phase_diagram", "schoenholz2017",
+        f"every sigma2_w column's training-loss edge (between the deepest depth that fits and "
+        f"the next, that does not) meets {ENVELOPE[0]:g}-{ENVELOPE[1]:g} xi_c, and at least one "
+        f"column on each side has its edge inside the grid", "phase_diagram.png",
+        _phase_envelope),
 )}
 
 
