@@ -11,6 +11,7 @@ import pytest
 from initjax.core.errors import ConfigError
 from initjax.nn import models, networks
 from initjax.studies import saturation
+from initjax.studies.sweep.group import weight_initializer
 from initjax.training import loop
 from tests.subprocess_env import REPO, one_error_line, subprocess_env
 
@@ -20,7 +21,7 @@ Y = np.asarray(jax.random.randint(jax.random.key(1), (64,), 0, 3))
 
 def _params(activation_init="xavier_uniform"):
   return networks.init_mlp(jax.random.key(2), input_dim=12, width=16, depth=4, output_dim=3,
-                           weight_init=saturation._init_function(activation_init))  # pylint: disable=protected-access
+                           weight_init=weight_initializer(activation_init))
 
 
 def _loss(f_out, y):
@@ -55,7 +56,7 @@ def test_standard_init_decays_per_layer_as_the_linear_regime_says():
   # the linear regime (tanh's is a little steeper, E[tanh'^2] < 1). Width 256, 4 networks.
   params = jax.vmap(lambda k: networks.init_mlp(
       k, input_dim=40, width=256, depth=5, output_dim=10,
-      weight_init=saturation._init_function(saturation.STANDARD)))(  # pylint: disable=protected-access
+      weight_init=weight_initializer(saturation.STANDARD)))(
           jax.random.split(jax.random.key(3), 4))
   x = jax.random.normal(jax.random.key(4), (256, 40))
   y = jax.random.randint(jax.random.key(5), (256,), 0, 10)

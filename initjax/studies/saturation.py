@@ -33,8 +33,8 @@ import numpy as np
 
 from initjax.core.errors import ConfigError
 from initjax.nn import models, networks
-from initjax.nn.initializers import get_initializer
 from initjax.training import batch_training, loop
+from initjax.studies.sweep.group import weight_initializer
 from initjax.training import data as data_lib
 
 # Glorot & Bengio's "standard" init: U[-1/sqrt(fan_in), 1/sqrt(fan_in)], Var = 1 / (3 fan_in).
@@ -47,15 +47,6 @@ SATURATION = 0.05   # within 5% of the range of either end
 COLUMNS = ("activation", "init", "seed", "step", "layer", "quantity", "value")
 HISTOGRAM_COLUMNS = ("activation", "init", "step", "layer", "bin_low", "bin_high",
                      "fraction", "num_seeds")
-
-
-def _init_function(init: str):
-  name, *pairs = init.split(":")
-  kwargs = {}
-  for pair in pairs:
-    key, _, value = pair.partition("=")
-    kwargs[key] = float(value)
-  return get_initializer(name, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +78,8 @@ class SaturationConfig:
       raise ConfigError("inits", "needs at least one initializer")
     for i in self.inits:
       try:
-        _init_function(i)
-      except (TypeError, ValueError) as e:
+        weight_initializer(i)
+      except (KeyError, TypeError, ValueError) as e:
         raise ConfigError("inits", f"{i!r}: {e}") from None
     for field, minimum in (("depth", 2), ("width", 1), ("num_seeds", 1), ("steps", 1),
                            ("stats_every", 1), ("batch_size", 1), ("stats_batch_size", 2)):
@@ -165,7 +156,7 @@ def run(config: SaturationConfig, data: dict[str, Any] | None = None) -> dict[st
       k_init, k_data = jax.random.split(jax.random.fold_in(root, j))
       draw = functools.partial(networks.init_mlp, input_dim=data["x_train"].shape[1],
                                width=config.width, depth=config.depth,
-                               output_dim=data["output_dim"], weight_init=_init_function(init))
+                               output_dim=data["output_dim"], weight_init=weight_initializer(init))
       params.append(jax.vmap(draw)(jax.random.split(k_init, config.num_seeds)))
       keys.append(jax.random.split(k_data, config.num_seeds))
     params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
