@@ -202,10 +202,11 @@ def test_spread_config_checks_itself():
   assert dataclasses.asdict(norm_spread.SpreadConfig())["num_networks"] == 4000
 
 
-@pytest.mark.slow  # about 1 min: three quick reproductions end to end
+@pytest.mark.slow  # about 2 min: five quick reproductions end to end
 def test_reproduce_runs_checks_and_writes_verdicts(env, tmp_path):
   out = tmp_path / "rep"
-  names = ["book_figure", "he2015_fig3", "hanin_rolnick2018"]
+  names = ["book_figure", "he2015_fig3", "hanin_rolnick2018", "glorot_bengio2010_fig6_7",
+           "glorot_bengio2010_fig2"]
   proc = _run(["experiments.reproduce", *names, "--quick", f"--output_dir={out}"], env,
               timeout=900)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -220,7 +221,7 @@ def test_reproduce_runs_checks_and_writes_verdicts(env, tmp_path):
               timeout=900)
   verdict = json.loads((out / "he2015_fig2_quick" / "verdict.json").read_text())
   assert proc.returncode == (0 if verdict["held"] else 1)
-  assert len(json.loads((out / "reproductions.json").read_text())["verdicts"]) == 4
+  assert len(json.loads((out / "reproductions.json").read_text())["verdicts"]) == 6
 
 
 def _phase_dir(path, fit, fails, xi_c, sigma2_w=(0.5, 1.0, 2.5, 4.0)):
