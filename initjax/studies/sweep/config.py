@@ -115,7 +115,9 @@ class SweepConfig:
   that learning rate only, instead of at every rate of `learning_rates` (the phase diagram's
   learning rate chosen per sigma2_w).
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
-  MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  MLP's and the CNN's options. recurrent_inits: the recurrent kernels' initializers of the
+  recurrent architectures (rnn, lstm, gru), one more grid axis for them (empty: orthogonal);
+  their depth is the number of time steps, each example's values read as depth steps. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -143,9 +145,11 @@ class SweepConfig:
   kernel_size: int = 5
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
+  recurrent_inits: tuple[str, ...] = ()
 
   def __post_init__(self):
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
+                  "recurrent_inits"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
         (o, tuple(lrs)) for o, lrs in self.learning_rates))
@@ -188,6 +192,7 @@ class SweepConfig:
         _check_learning_rate(lr)
       _check_unique("learning_rates", lrs)
     self._check_init_learning_rates()
+    self._check_recurrent()
     for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
                   "stats_batch_size"):
       _check_int(field, getattr(self, field), 1)
@@ -206,6 +211,38 @@ class SweepConfig:
             and self.loss_threshold > 0):
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
+
+  def _check_recurrent(self) -> None:
+    recurrent = [a for a in self.archs if architectures.is_recurrent(a)]
+    allowed = architectures.recurrent_init_names()
+    if self.recurrent_inits and not recurrent:
+      raise ConfigError("recurrent_inits", "apply to the recurrent architectures only (--archs="
+                        f"{', '.join(architectures.RECURRENT)}); got --archs={','.join(self.archs)}")
+    for name in self.recurrent_inits:
+      if name not in allowed:
+        raise ConfigError("recurrent_inits", f"unknown value {name!r}; allowed: "
+                          f"{', '.join(allowed)}")
+    _check_unique("recurrent_inits", self.recurrent_inits)
+    if recurrent and len(recurrent) == len(self.archs):
+      for name, owner in (("kernel_size", "cnn"), ("padding", "cnn"), ("branch_scale", "resmlp")):
+        if getattr(self, name) != SweepConfig.__dataclass_fields__[name].default:
+          raise ConfigError(name, f"is an option of --archs={owner}; --archs="
+                            f"{','.join(self.archs)} take --recurrent_inits (allowed: "
+                            f"{', '.join(allowed)})")
+    if recurrent:
+      size = data_lib.dataset_info(self.dataset)["input_size"]
+      fits = [d for d in range(1, size + 1) if size % d == 0]
+      for depth in self.depths:
+        if isinstance(depth, (int, np.integer)) and depth not in fits:
+          raise ConfigError("depths", f"{','.join(recurrent)} read each {self.dataset} example "
+                            f"({size} values) as depth time steps: depth must divide {size}, "
+                            f"one of {', '.join(map(str, fits))}; got {depth}")
+
+  def recurrent_inits_for(self, arch: str) -> tuple[str, ...]:
+    """The recurrent initializers of the grid for `arch` ("" for an architecture without)."""
+    if not architectures.is_recurrent(arch):
+      return ("",)
+    return self.recurrent_inits or ("orthogonal",)
 
   def arch_options(self) -> architectures.ArchOptions:
     return architectures.ArchOptions(branch_scale=self.branch_scale,
@@ -249,6 +286,8 @@ class SweepConfig:
     """Plain JSON-ready dict; learning_rates resolved per optimizer."""
     d = dataclasses.asdict(self)
     d["learning_rates"] = {o: list(self.learning_rates_for(o)) for o in self.optimizers}
+    if not self.recurrent_inits:    # a sweep without recurrent nets keeps its dict as before
+      del d["recurrent_inits"]
     return d
 
   @classmethod
@@ -259,7 +298,8 @@ class SweepConfig:
       raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
+                  "recurrent_inits"):
       if field in kwargs and not isinstance(kwargs[field], tuple):
         raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}

@@ -34,14 +34,22 @@ class GridPoint:
   optimizer: str
   learning_rate: float
   arch: str = "mlp"
+  recurrent_init: str = ""    # rnn/lstm/gru: the recurrent kernels' initializer
 
   @property
   def point_id(self) -> str:
     """Stable, file-name-safe id, e.g. he_normal-d30-w100-relu-momentum-lr0.01 (an architecture
-    other than the MLP is its first part: cnn-he_normal-d6-w32-...)."""
+    other than the MLP is its first part: cnn-he_normal-d6-w32-...; a recurrent initializer
+    follows the init: rnn-lecun_normal-rec_identity-d40-...)."""
     head = "" if self.arch == "mlp" else f"{self.arch}-"
-    return (f"{head}{self.init}-d{self.depth}-w{self.width}-{self.activation}-{self.optimizer}"
-            f"-lr{self.learning_rate:g}")
+    rec = f"-rec_{self.recurrent_init}" if self.recurrent_init else ""
+    return (f"{head}{self.init}{rec}-d{self.depth}-w{self.width}-{self.activation}"
+            f"-{self.optimizer}-lr{self.learning_rate:g}")
+
+  @property
+  def init_label(self) -> str:
+    """The init, and the recurrent one where there is one (tables and legends)."""
+    return f"{self.init}, rec {self.recurrent_init}" if self.recurrent_init else self.init
 
   @property
   def group_key(self) -> tuple:
@@ -50,11 +58,13 @@ class GridPoint:
 
 
 def expand_grid(config: SweepConfig) -> list[GridPoint]:
-  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate, init."""
-  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch)
+  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate,
+  recurrent init (recurrent architectures only), init."""
+  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch, rec)
           for arch in config.archs for depth in config.depths for width in config.widths
           for activation in config.activations for optimizer in config.optimizers
-          for lr in config.grid_learning_rates(optimizer) for init in config.inits
+          for lr in config.grid_learning_rates(optimizer)
+          for rec in config.recurrent_inits_for(arch) for init in config.inits
           if lr in config.grid_learning_rates(optimizer, init)]
 
 

@@ -23,7 +23,7 @@ from initjax.training import data as data_lib
 
 INIT_CHUNK = 1000   # networks drawn between two looks at the clock (and at a pending signal)
 CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "optimizer",
-               "learning_rate", "seed", "step", "metric", "layer", "value")
+               "learning_rate", "seed", "step", "metric", "layer", "value", "recurrent_init")
 
 
 def registered_init(init: str) -> tuple[str, dict[str, Any], float]:
@@ -65,6 +65,13 @@ def load_data(config: SweepConfig) -> dict[str, Any]:
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stable_int("dataset"))
     return data_lib.get_dataset("teacher_student", key=key)
   return data_lib.get_dataset(config.dataset, data_dir=config.data_dir or None)
+
+
+def point_options(config: SweepConfig, point: GridPoint) -> architectures.ArchOptions:
+  """The architecture options of a grid point: the sweep's, with its recurrent initializer."""
+  if not point.recurrent_init:
+    return config.arch_options()
+  return dataclasses.replace(config.arch_options(), recurrent_init=point.recurrent_init)
 
 
 def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.TrainSpec:
@@ -171,7 +178,7 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
   signal = signal_at_init(point, input_dim=int(data["x_train"].shape[1]),
                           output_dim=data["output_dim"], num_seeds=config.num_seeds,
                           seed=config.seed, bias_variance=config.bias_variance,
-                          options=config.arch_options(), num_devices=num_devices)
+                          options=point_options(config, point), num_devices=num_devices)
   return PointResult(point=point, records=records, eval_steps=eval_at, stats_steps=stats_at,
                      rows=point_rows(point, records, per_seed, eval_at, stats_at, config),
                      summary={**summary_lib.point_summary(point, per_seed),
@@ -210,7 +217,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     draw = functools.partial(
         architectures.init_networks, arch, weight_init=weight_initializer(p.init),
         input_shape=data["x_train"].shape[1:], width=p.width, depth=p.depth,
-        output_dim=data["output_dim"], bias_init=bias_init, options=options)
+        output_dim=data["output_dim"], bias_init=bias_init, options=point_options(config, p))
     if config.num_seeds <= INIT_CHUNK:
       params.append(draw(init_keys))
     else:   # in pieces, to say how far it is (each network from its own key: the same values)

@@ -48,8 +48,12 @@ POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_ev
 
 
 def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
-  """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`."""
-  return {**dataclasses.asdict(point), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`
+  (a point without a recurrent initializer keeps the fingerprint it had before there were)."""
+  grid = dataclasses.asdict(point)
+  if not point.recurrent_init:
+    del grid["recurrent_init"]
+  return {**grid, **{k: getattr(config, k) for k in POINT_SETTINGS}}
 
 
 def fingerprint(point_cfg: dict[str, Any]) -> str:

@@ -95,7 +95,8 @@ def point_summary(point: GridPoint, per_seed: dict[str, np.ndarray]) -> dict[str
 
   reach = np.where(np.isnan(per_seed["steps_to_threshold"]), np.inf, per_seed["steps_to_threshold"])
   median_reach = float(np.median(reach))
-  summary = {"point_id": point.point_id, **dataclasses.asdict(point), "num_seeds": n,
+  grid = {k: v for k, v in dataclasses.asdict(point).items() if k != "recurrent_init" or v}
+  summary = {"point_id": point.point_id, **grid, "num_seeds": n,
              "median_final_train_loss": nan_stat(np.median, per_seed["final_train_loss"]),
              "median_steps_to_threshold": median_reach if math.isfinite(median_reach) else None,
              "num_reached_threshold": int(np.isfinite(reach).sum()),
@@ -118,7 +119,9 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
     acc = ("-" if "test_accuracy_mean" not in row else
            f"{row['test_accuracy_mean']:.3f} +- {row['test_accuracy_std']:.3f}")
     reach = row["median_steps_to_threshold"]
-    lines.append((row["init"], str(row["depth"]), str(row["width"]), row["activation"],
+    init = (f"{row['init']}, rec {row['recurrent_init']}" if row.get("recurrent_init")
+            else row["init"])
+    lines.append((init, str(row["depth"]), str(row["width"]), row["activation"],
                   row["optimizer"], f"{row['learning_rate']:g}",
                   f"{row['median_final_train_loss']:.3f}", acc,
                   "never" if reach is None else f"{reach:.0f}",
