@@ -283,8 +283,8 @@ def dataset_names() -> list[str]:
 
 
 def dataset_info(name: str) -> dict[str, Any]:
-  """task, num_classes, n_train and input_size (values per example) of a named data set (with `get_dataset`'s defaults), known
-  without building it."""
+  """task, num_classes, n_train and input_size (values per example) of a named data set (with
+  `get_dataset`'s defaults), known without building it."""
   check_dataset(name)
   if name == "mnist1d":
     return {"task": "classification", "num_classes": MNIST1D_NUM_CLASSES, "n_train": 4000,

@@ -117,7 +117,8 @@ class SweepConfig:
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
   MLP's and the CNN's options. recurrent_inits: the recurrent kernels' initializers of the
   recurrent architectures (rnn, lstm, gru), one more grid axis for them (empty: orthogonal);
-  their depth is the number of time steps, each example's values read as depth steps. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  their depth is the number of time steps, each example's values read as depth steps.
+  bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -216,8 +217,9 @@ class SweepConfig:
     recurrent = [a for a in self.archs if architectures.is_recurrent(a)]
     allowed = architectures.recurrent_init_names()
     if self.recurrent_inits and not recurrent:
-      raise ConfigError("recurrent_inits", "apply to the recurrent architectures only (--archs="
-                        f"{', '.join(architectures.RECURRENT)}); got --archs={','.join(self.archs)}")
+      raise ConfigError("recurrent_inits", "apply to the recurrent architectures only "
+                        f"(--archs={', '.join(architectures.RECURRENT)}); got "
+                        f"--archs={','.join(self.archs)}")
     for name in self.recurrent_inits:
       if name not in allowed:
         raise ConfigError("recurrent_inits", f"unknown value {name!r}; allowed: "
