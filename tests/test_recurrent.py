@@ -122,3 +122,142 @@ def test_rnn_decades_per_step_back_against_the_mean_field(recurrent_init, sigma2
   # over networks plus 0.01 decades of finite-width bias (measured 0.005-0.007 at width 64).
   h = out["var_h"][0][:, 10:].mean(1)
   assert abs(h.mean() - pred["var_h"][10:].mean()) < 4 * h.std(ddof=1) / math.sqrt(h.size) + 0.01
+
+
+# ------------------------------------------------------------------------------------------------
+# Flags and configs: the recurrent initializer, incompatible options, the sweep's new axis.
+
+def test_figure_config_checks_the_recurrent_fields():
+  from initjax.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  from initjax.studies.propagation_figure import FigureConfig, settings_for  # pylint: disable=import-outside-toplevel
+  for kwargs, field in ((dict(arch="rnn", recurrent_init=("nope",)), "recurrent_init"),
+                        (dict(arch="mlp", recurrent_init=("orthogonal",)), "recurrent_init"),
+                        (dict(arch="lstm", kernel_size=3), "kernel_size"),
+                        (dict(arch="gru", padding="zero"), "padding"),
+                        (dict(arch="rnn", recurrent_init=("identity", "identity")),
+                         "recurrent_init")):
+    with pytest.raises(ConfigError) as e:
+      FigureConfig(**kwargs)
+    assert e.value.field == field, kwargs
+  config = FigureConfig(arch="rnn", sigma2=(), inits=("lecun_normal", "he_normal"),
+                        recurrent_init=("identity", "orthogonal"), depth=12, input_dim=2)
+  assert config.input_shape() == (12, 2)
+  labels = [s.label for s in settings_for(config)]
+  assert labels == ["lecun_normal, rec identity", "he_normal, rec identity",
+                    "lecun_normal, rec orthogonal", "he_normal, rec orthogonal"]
+  assert FigureConfig(arch="rnn").recurrent_inits() == ("orthogonal",)
+
+
+def test_sweep_config_checks_the_recurrent_fields():
+  from initjax.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep import SweepConfig  # pylint: disable=import-outside-toplevel
+  for kwargs, field, needle in (
+      (dict(archs=("rnn",), depths=(40,), recurrent_inits=("qr",)), "recurrent_inits",
+       "allowed: delta_orthogonal"),
+      (dict(archs=("mlp",), recurrent_inits=("orthogonal",)), "recurrent_inits", "only"),
+      (dict(archs=("gru",), depths=(30,)), "depths", "one of 1, 2, 4, 5, 8, 10, 20, 40"),
+      (dict(archs=("lstm",), depths=(40,), kernel_size=3), "kernel_size", "cnn")):
+    with pytest.raises(ConfigError) as e:
+      SweepConfig(**kwargs)
+    assert e.value.field == field and needle in e.value.message, (kwargs, e.value.message)
+  # A cnn next to the recurrent nets may take its kernel size.
+  SweepConfig(archs=("cnn", "rnn"), depths=(10,), kernel_size=3)
+
+
+def test_existing_sweep_points_keep_their_ids_and_fingerprints():
+  # Fingerprints computed by initjax before the recurrent axis existed (main at 3a110fa) for
+  # SweepConfig(archs=("mlp", "cnn"), depths=(10,), optimizers=("adam",)).
+  from initjax.studies.sweep import SweepConfig  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep.grid import expand_grid  # pylint: disable=import-outside-toplevel
+  from initjax.studies.sweep.store import fingerprint, point_config  # pylint: disable=import-outside-toplevel
+  before = {"he_normal-d10-w100-relu-adam-lr0.001": "0d53859ec3c99b5f",
+            "xavier_normal-d10-w100-relu-adam-lr0.001": "8bcca92e52aab6a2",
+            "cnn-he_normal-d10-w100-relu-adam-lr0.001": "5fbb6e3c3a4437b2",
+            "cnn-xavier_normal-d10-w100-relu-adam-lr0.001": "af6049dd700fbb5a"}
+  config = SweepConfig(archs=("mlp", "cnn"), depths=(10,), optimizers=("adam",))
+  assert {p.point_id: fingerprint(point_config(config, p)) for p in expand_grid(config)} == before
+  assert "recurrent_inits" not in config.to_dict()
+  # With recurrent nets the grid grows by their axis only, and is paired across it: every
+  # recurrent init of a point starts from the same draws' keys and shares its compiled group.
+  mixed = SweepConfig(archs=("mlp", "rnn"), depths=(10,), optimizers=("adam",),
+                      inits=("he_normal",), recurrent_inits=("orthogonal", "identity"))
+  ids = [p.point_id for p in expand_grid(mixed)]
+  assert ids == ["he_normal-d10-w100-relu-adam-lr0.001",
+                 "rnn-he_normal-rec_orthogonal-d10-w100-relu-adam-lr0.001",
+                 "rnn-he_normal-rec_identity-d10-w100-relu-adam-lr0.001"]
+  assert fingerprint(point_config(mixed, expand_grid(mixed)[0])) == before[ids[0]]
+  assert len({p.group_key for p in expand_grid(mixed)}) == 2
+  assert SweepConfig.from_dict(mixed.to_dict()).recurrent_inits == ("orthogonal", "identity")
+
+
+REPO = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(
+    __file__)))
+
+
+def _run(module, *flags, timeout=240):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  return subprocess.run([sys.executable, "-m", module, *flags], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("module, flags, needle", [
+    ("experiments.propagation", ["--arch=rnn", "--kernel_size=5"],
+     "error: --kernel_size: is an option of cnn, not of rnn, which take --recurrent_init "
+     "(allowed: "),
+    ("experiments.sweep", ["--archs=lstm", "--depths=40", "--recurrent_inits=nope"],
+     "error: --recurrent_inits: unknown value 'nope'; allowed: "),
+    pytest.param("experiments.propagation", ["--arch=gru", "--recurrent_init=nope"],
+                 "error: --recurrent_init: unknown value 'nope'; allowed: ",
+                 marks=pytest.mark.slow),
+    pytest.param("experiments.propagation", ["--arch=mlp", "--recurrent_init=identity"],
+                 "error: --recurrent_init: applies to the recurrent architectures only",
+                 marks=pytest.mark.slow),
+    pytest.param("experiments.propagation", ["--arch=lstm", "--padding=zero"],
+                 "error: --padding: is an option of cnn", marks=pytest.mark.slow),
+    pytest.param("experiments.sweep", ["--archs=gru", "--depths=40", "--kernel_size=3"],
+                 "error: --kernel_size: is an option of cnn, not of gru", marks=pytest.mark.slow),
+    pytest.param("experiments.sweep", ["--archs=rnn", "--depths=30"],
+                 "error: --depths: rnn read each mnist1d example (40 values) as depth time "
+                 "steps", marks=pytest.mark.slow),
+    pytest.param("experiments.sweep", ["--archs=mlp", "--recurrent_inits=orthogonal"],
+                 "error: --recurrent_inits: apply to the recurrent architectures only",
+                 marks=pytest.mark.slow),
+])
+def test_bad_recurrent_flags_fail_with_one_line(tmp_path, module, flags, needle):
+  out = tmp_path / "o"
+  proc = _run(module, *flags, f"--output_dir={out}", timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(needle), proc.stderr
+  assert "identity" in lines[0] or "allowed" not in needle
+  assert not out.exists()
+
+
+@pytest.mark.slow  # end to end, about a minute on 2 loaded cores
+def test_recurrent_figure_and_sweep_end_to_end(tmp_path):
+  import csv  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  fig = tmp_path / "fig"
+  proc = _run("experiments.propagation", "--arch=rnn", "--activation=tanh", "--depth=8",
+              "--input_dim=1", "--width=16", "--sigma2=", "--inits=lecun_normal",
+              "--recurrent_init=orthogonal,identity", "--num_seeds=4", "--batch_size=8",
+              f"--output_dir={fig}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "rec identity" in proc.stdout
+  rows = list(csv.DictReader(open(fig / "results.csv")))
+  assert {r["recurrent_init"] for r in rows} == {"orthogonal", "identity"}
+  assert {int(r["layer"]) for r in rows if r["quantity"] == "var_dl_dh"} == set(range(1, 9))
+  summary = json.loads((fig / "summary.json").read_text())
+  assert summary["settings"]["rec orthogonal"]["recurrent_init"] == "orthogonal"
+  sweep = tmp_path / "sweep"
+  proc = _run("experiments.sweep", "--archs=rnn,gru", "--depths=40", "--widths=8",
+              "--activations=tanh", "--optimizers=adam", "--inits=lecun_normal",
+              "--recurrent_inits=orthogonal,identity", "--num_seeds=2", "--steps=4",
+              "--eval_every=2", "--stats_every=2", f"--output_dir={sweep}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = list(csv.DictReader(open(sweep / "results.csv")))
+  assert {(r["arch"], r["recurrent_init"]) for r in rows} == {
+      ("rnn", "orthogonal"), ("rnn", "identity"), ("gru", "orthogonal"), ("gru", "identity")}
+  assert {int(r["layer"]) for r in rows if r["metric"] == "var_dl_dh"} == set(range(1, 41))
+  assert "rnn   lecun_normal, rec identity" in proc.stdout
