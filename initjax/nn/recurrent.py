@@ -106,13 +106,16 @@ def trace_recurrent(params: Params, x: jax.Array, activation: str = "tanh",
   if offsets is None:
     offsets = {"h": jnp.zeros((steps, n, width), x.dtype),
                "f_out": jnp.zeros((n, params["omega_out"].shape[0]), x.dtype)}
-  # Input projections of every step and gate at once: (T, N, G, H).
-  drive = (jnp.einsum("tnd,gdh->tngh", x_TxNxD, params["kernel_x"])
-           + params["beta"].reshape(gates, width))
-  kernel_h = params["kernel_h"]
+  # Every gate in one matrix product, (H, G H); the input projections of every step and gate at
+  # once: (T, N, G, H).
+  d = x_TxNxD.shape[-1]
+  kernel_x_Dx_GH = jnp.moveaxis(params["kernel_x"], 0, 1).reshape(d, gates * width)
+  kernel_h_Hx_GH = jnp.moveaxis(params["kernel_h"], 0, 1).reshape(width, gates * width)
+  drive = ((x_TxNxD.reshape(steps * n, d) @ kernel_x_Dx_GH + params["beta"])
+           .reshape(steps, n, gates, width))
 
   def recurrent(h_NxH):
-    return jnp.einsum("nh,ghk->ngk", h_NxH, kernel_h)
+    return (h_NxH @ kernel_h_Hx_GH).reshape(h_NxH.shape[0], gates, width)
 
   def rnn_step(carry, xs):
     h, = carry
