@@ -44,6 +44,9 @@ _BRANCH_SCALE = flags.DEFINE_string("branch_scale", "one",
                                     "resmlp branch scale: one, invsqrt (1/sqrt(depth)) or skipinit.")
 _KERNEL_SIZE = flags.DEFINE_integer("kernel_size", 5, "cnn kernel size.")
 _PADDING = flags.DEFINE_string("padding", "circular", "cnn padding: circular or zero.")
+_NORM = flags.DEFINE_string("norm", "none", "Normalization of the hidden pre-activations (mlp): "
+                            "none, batchnorm (statistics over the --batch_size inputs, as at "
+                            "initialization) or layernorm.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
 cli.define_compilation_cache_flag()
 cli.define_config_flag()
@@ -60,7 +63,8 @@ def config_from_flags():
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
       seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value, arch=_ARCH.value,
-      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value)
+      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value,
+      norm=_NORM.value)
 
 
 def check_fits(config, devices) -> None:

@@ -239,7 +239,8 @@ def _arch_seed(arch_name: str, activation: str, options: Any, input_shape: tuple
                        output_dim=output_dim, weight_init=init_fn, bias_init=bias_init,
                        options=options)
     root = jnp.sqrt(jnp.asarray(scale, dtype)).astype(dtype)
-    params = {name: (p * root if p.ndim >= 2 else p) for name, p in params.items()}
+    params = {name: (p * root if p.ndim >= 2 and not name.startswith("norm_") else p)
+              for name, p in params.items()}
     x = jax.random.normal(k_x, (batch_size,) + tuple(input_shape), dtype)
     stats = model.layer_statistics(params, x, jnp.zeros((batch_size, output_dim), dtype),
                                    least_squares)

@@ -7,7 +7,10 @@ flags take these names; a new architecture is one entry in `ARCHITECTURES`.
 
 Options (`ArchOptions`, the same for every architecture so that a flag set can carry them):
 the residual MLP's branch scale (`initjax.residual.BRANCH_SCALES`), the CNN's kernel size and
-padding (`initjax.convolutional.PADDINGS`). "width" is the CNN's number of channels.
+padding (`initjax.convolutional.PADDINGS`), and the normalization of the pre-activations
+(`initjax.nn.normalization.NORMS`: none, batchnorm, layernorm; an architecture lists the norms it
+has in `Architecture.norms`). "width" is the CNN's number of channels. A batch-normalized
+network has state (running statistics): `init_states` draws it.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import jax
 import numpy as np
 
 from initjax.core.errors import check_choice
-from initjax.nn import convolutional, models, networks, residual
+from initjax.nn import convolutional, models, networks, normalization, residual
 from initjax.nn.initializers import compute_fans, expected_variance
+from initjax.theory.batchnorm import predict_normalized_mlp
 from initjax.theory.convolutional import predict_cnn
 from initjax.theory.residual import predict_resmlp
 from initjax.theory.variance import predict_mlp
@@ -32,9 +36,11 @@ class ArchOptions:
   branch_scale: str = "one"       # resmlp: "one", "invsqrt", "skipinit"
   kernel_size: int = 5            # cnn
   padding: str = "circular"       # cnn: "circular" (theory exact) or "zero"
+  norm: str = "none"              # mlp: "none", "batchnorm", "layernorm"
 
   def __post_init__(self):
     check_choice("branch scale", self.branch_scale, residual.BRANCH_SCALES)
+    check_choice("norm", self.norm, normalization.NORMS)
     check_choice("padding", self.padding, convolutional.PADDINGS)
     if not isinstance(self.kernel_size, int) or self.kernel_size < 1:
       raise ValueError(f"kernel_size must be an integer >= 1; got {self.kernel_size!r}")
@@ -56,6 +62,9 @@ class Architecture:
     kernel_shapes: (input_shape, width, depth, output_dim, options) -> the Flax-layout shape of
       every weight, in forward order (what an initializer is called with).
     first_layer: the layer index k of the first entry of var_h / var_dl_dh.
+    norms: the values of `ArchOptions.norm` it is built with.
+    init_state: (params, options) -> the state of one network (or of a batch: leading axis)
+      for a model with state (batch statistics); None: stateless, ().
   """
   name: str
   init: Callable[..., Any]
@@ -63,6 +72,8 @@ class Architecture:
   predict: Callable[..., dict[str, np.ndarray]]
   kernel_shapes: Callable[..., list[tuple[int, ...]]]
   first_layer: int
+  norms: tuple[str, ...] = ("none",)
+  init_state: Callable[..., Any] | None = None
 
 
 def _flat_dim(input_shape) -> int:
@@ -74,9 +85,17 @@ def _flat_dim(input_shape) -> int:
 
 def _mlp_init(key, *, input_shape, width, depth, output_dim, weight_init, bias_init=None,
               options=ArchOptions()):
-  del options
-  return networks.init_mlp(key, input_dim=_flat_dim(input_shape), width=width, depth=depth,
-                           output_dim=output_dim, weight_init=weight_init, bias_init=bias_init)
+  params = networks.init_mlp(key, input_dim=_flat_dim(input_shape), width=width, depth=depth,
+                             output_dim=output_dim, weight_init=weight_init, bias_init=bias_init)
+  return normalization.init_norm_params(params, options.norm)
+
+
+def _mlp_state(params, options=ArchOptions()):
+  return normalization.init_norm_state(params, options.norm)
+
+
+def _mlp_model(activation: str, options: ArchOptions) -> models.Model:
+  return models.normalized_mlp(activation, options.norm)
 
 
 def _mlp_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
@@ -85,9 +104,13 @@ def _mlp_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
 
 
 def _mlp_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.0,
-                 activation="relu", options=ArchOptions()):
+                 activation="relu", options=ArchOptions(), batch_size=100):
   fans = [s[0] for s in _mlp_shapes(input_shape, width, depth, output_dim, options)]
   s2 = np.broadcast_to(np.asarray(sigma2_w, np.float64), (len(fans),))
+  if options.norm != "none":    # batchnorm: over a batch of `batch_size` inputs (the probe's 100)
+    return predict_normalized_mlp(width=width, depth=depth, output_dim=output_dim,
+                                  sigma2_out=float(s2[-1]), activation=activation,
+                                  norm=options.norm, batch_size=batch_size)
   p = predict_mlp(input_dim=_flat_dim(input_shape), width=width, depth=depth,
                   output_dim=output_dim, sigma2_omega=list(s2 / np.asarray(fans)),
                   sigma2_beta=sigma2_b, activation=activation)
@@ -176,8 +199,8 @@ def _cnn_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("mlp", _mlp_init, lambda activation, options: models.mlp(activation),
-                 _mlp_predict, _mlp_shapes, first_layer=1),
+    Architecture("mlp", _mlp_init, _mlp_model, _mlp_predict, _mlp_shapes, first_layer=1,
+                 norms=normalization.NORMS, init_state=_mlp_state),
     Architecture("resmlp", _resmlp_init, _resmlp_model, _resmlp_predict, _resmlp_shapes,
                  first_layer=0),
     Architecture("cnn", _cnn_init, _cnn_model, _cnn_predict, _cnn_shapes, first_layer=1),
@@ -186,6 +209,23 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
 
 def architecture_names() -> list[str]:
   return list(ARCHITECTURES)
+
+
+def check_norm(arch: Architecture, norm: str) -> str:
+  """ValueError unless `arch` is built with normalization `norm`."""
+  check_choice("norm", norm, normalization.NORMS)
+  if norm not in arch.norms:
+    raise ValueError(f"norm {norm!r} is not built for --arch={arch.name} (it has: "
+                     f"{', '.join(arch.norms)})")
+  return norm
+
+
+def init_states(arch: Architecture, params: Any, options: ArchOptions = ArchOptions()) -> Any:
+  """The initial state of one network or of a batch of them (`init_networks`): batchnorm's
+  running statistics; () for a stateless network."""
+  if arch.init_state is None:
+    return ()
+  return arch.init_state(params, options)
 
 
 def get(name: str) -> Architecture:
@@ -220,13 +260,16 @@ def parameter_count(arch: Architecture, input_shape, width: int, depth: int, out
 def predict_for_init(arch: Architecture, weight_init: str, *, input_shape, width: int,
                      depth: int, output_dim: int, scale: float = 1.0, sigma2_b: float = 0.0,
                      activation: str = "relu", options: ArchOptions = ArchOptions(),
-                     init_kwargs: dict | None = None) -> dict[str, np.ndarray]:
+                     init_kwargs: dict | None = None,
+                     batch_size: int | None = None) -> dict[str, np.ndarray]:
   """`arch.predict` for a registered initializer times a variance multiplier `scale`: each
   weight's per-fan-in sigma2_w = scale x fan_in x the variance the initializer draws for its
-  shape (He: 2 everywhere; Xavier: 2 fan_in / (fan_in + fan_out))."""
+  shape (He: 2 everywhere; Xavier: 2 fan_in / (fan_in + fan_out)). `batch_size`: the inputs a
+  batch-normalized network is normalized over (when not 100)."""
   shapes = arch.kernel_shapes(input_shape, width, depth, output_dim, options)
   sigma2_w = [scale * compute_fans(s)[0] * expected_variance(weight_init, s, **(init_kwargs or {}))
               for s in shapes]
   return arch.predict(input_shape=input_shape, width=width, depth=depth, output_dim=output_dim,
                       sigma2_w=sigma2_w, sigma2_b=sigma2_b, activation=activation,
-                      options=options)
+                      options=options, **({} if batch_size is None else
+                                          {"batch_size": batch_size}))

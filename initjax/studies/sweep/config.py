@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from initjax.core.errors import ConfigError
+from initjax.nn import normalization
 from initjax.nn.activations import activation_names
 from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
@@ -116,6 +117,8 @@ class SweepConfig:
   learning rate chosen per sigma2_w).
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
   MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  norms: normalizations of the hidden pre-activations (`initjax.nn.normalization.NORMS`), a grid
+  axis; every architecture listed must have every norm listed.
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -143,9 +146,10 @@ class SweepConfig:
   kernel_size: int = 5
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
+  norms: tuple[str, ...] = ("none",)
 
   def __post_init__(self):
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs", "norms"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
         (o, tuple(lrs)) for o, lrs in self.learning_rates))
@@ -168,6 +172,7 @@ class SweepConfig:
         isinstance(self.bias_variance, (int, float)) and math.isfinite(self.bias_variance)
         and self.bias_variance >= 0):
       raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
+    self._check_norms()
     _check_names("activations", self.activations, activation_names())
     _check_names("optimizers", self.optimizers, optimizer_names())
     _check_names("dataset", [self.dataset], data_lib.dataset_names())
@@ -207,9 +212,26 @@ class SweepConfig:
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
 
-  def arch_options(self) -> architectures.ArchOptions:
+  def arch_options(self, norm: str = "none") -> architectures.ArchOptions:
+    """The architecture options of the sweep, with a grid point's normalization."""
     return architectures.ArchOptions(branch_scale=self.branch_scale,
-                                     kernel_size=self.kernel_size, padding=self.padding)
+                                     kernel_size=self.kernel_size, padding=self.padding,
+                                     norm=norm)
+
+  def _check_norms(self) -> None:
+    _check_names("norms", self.norms, normalization.NORMS)
+    _check_unique("norms", self.norms)
+    for arch in self.archs:
+      for norm in self.norms:
+        try:
+          architectures.check_norm(architectures.get(arch), norm)
+        except ValueError as e:
+          raise ConfigError("norms", str(e)) from None
+    if "batchnorm" in self.norms:
+      for field in ("batch_size", "stats_batch_size"):
+        if isinstance(getattr(self, field), int) and getattr(self, field) < 2:
+          raise ConfigError(f"norms/{field}", "batchnorm needs at least 2 examples per batch "
+                            f"(the batch variance of one example is 0); got {getattr(self, field)}")
 
   def _check_init_learning_rates(self) -> None:
     entries = []
@@ -259,7 +281,7 @@ class SweepConfig:
       raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs", "norms"):
       if field in kwargs and not isinstance(kwargs[field], tuple):
         raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}

@@ -19,7 +19,6 @@ existed cannot be verified and counts as damaged too.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -49,7 +48,7 @@ POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_ev
 
 def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
   """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`."""
-  return {**dataclasses.asdict(point), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  return {**point.as_dict(), **{k: getattr(config, k) for k in POINT_SETTINGS}}
 
 
 def fingerprint(point_cfg: dict[str, Any]) -> str:
@@ -239,7 +238,7 @@ def records_from_rows(rows: Sequence[dict[str, Any]], point: GridPoint, config: 
              "stats_loss": nan(n, len(stats_at)), "diverged_step": np.full((n,), -1, np.int32)}
   if task == "classification":
     records["test_accuracy"] = nan(n, len(eval_at))
-  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  model = architectures.get(point.arch).model(point.activation, config.arch_options(point.norm))
   first = dict(model.layer_index)
   layered = {r["metric"] for r in rows if r["layer"] is not None}
   for metric in layered:
