@@ -187,11 +187,12 @@ def test_figure_config_refuses_bad_norms():
   from initjax.studies.propagation_figure import FigureConfig  # pylint: disable=import-outside-toplevel
   for kwargs, field in ((dict(norm="bn"), "norm"), (dict(norm="batchnorm", batch_size=1),
                                                     "norm/batch_size"),
-                        (dict(norm="layernorm", arch="cnn"), "norm")):
+                        (dict(norm="layernorm", arch="resmlp"), "norm")):
     with pytest.raises(ConfigError) as e:
       FigureConfig(**kwargs)
     assert e.value.field == field
   assert FigureConfig(norm="layernorm", batch_size=1).norm == "layernorm"   # per example
+  assert FigureConfig(norm="batchnorm", arch="cnn").options().norm == "batchnorm"
 
 
 def test_check_batch():
@@ -225,3 +226,50 @@ def test_bad_norm_flags_are_one_line_exit_2_nothing_written(tmp_path, tmp_path_f
                         timeout=120, check=False)
   one_error_line(proc, needle)
   assert not out.exists()
+
+
+@pytest.mark.parametrize("norm", [pytest.param("batchnorm", marks=pytest.mark.slow),  # ~10-30 s
+                                  "layernorm"])
+def test_the_normalized_cnn_is_flax_conv_norm_relu(norm):
+  from initjax.nn import convolutional  # pylint: disable=import-outside-toplevel
+  depth, length, channels = 3, 10, 4
+  x = jax.random.normal(jax.random.key(5), (N, length))
+  p = normalization.init_norm_params(convolutional.init_cnn(
+      jax.random.key(6), input_shape=(length,), channels=channels, depth=depth, output_dim=3,
+      kernel_size=3), norm)
+  p = {**p, "norm_scale_hidden": p["norm_scale_hidden"] * 0.7}
+
+  class CNN(nn.Module):
+    @nn.compact
+    def __call__(self, h):
+      h = h[..., None]
+      for _ in range(depth):
+        h = nn.Conv(channels, (3,), padding="CIRCULAR")(h)
+        h = (nn.BatchNorm(use_running_average=False, momentum=normalization.MOMENTUM,
+                          epsilon=normalization.EPS)(h) if norm == "batchnorm"
+             else nn.LayerNorm(epsilon=normalization.EPS)(h))
+        h = nn.relu(h)
+      return nn.Dense(3)(h.reshape(h.shape[0], -1))
+
+  kind = "BatchNorm" if norm == "batchnorm" else "LayerNorm"
+  kernels = [p["kernel_0"]] + list(p["kernel_hidden"])
+  biases = [p["beta_0"]] + list(p["beta_hidden"])
+  scales = [p["norm_scale_0"]] + list(p["norm_scale_hidden"])
+  shifts = [p["norm_shift_0"]] + list(p["norm_shift_hidden"])
+  params = {f"Conv_{i}": {"kernel": kernels[i], "bias": biases[i]} for i in range(depth)}
+  params.update({f"{kind}_{i}": {"scale": scales[i], "bias": shifts[i]} for i in range(depth)})
+  params["Dense_0"] = {"kernel": p["omega_out"].T, "bias": p["beta_out"]}
+  variables = {"params": params}
+  if norm == "batchnorm":
+    variables["batch_stats"] = {f"BatchNorm_{i}": {"mean": jnp.zeros(channels),
+                                                   "var": jnp.ones(channels)}
+                                for i in range(depth)}
+    theirs, upd = jax.jit(lambda v: CNN().apply(v, x, mutable=["batch_stats"]))(variables)
+    ours, state = jax.jit(lambda p: normalization.apply_cnn_train(
+        p, normalization.init_norm_state(p, norm), x, norm=norm))(p)
+    np.testing.assert_allclose(state["mean_hidden"][0], upd["batch_stats"]["BatchNorm_1"]["mean"],
+                               rtol=1e-4, atol=1e-6)
+  else:
+    theirs = jax.jit(CNN().apply)(variables, x)
+    ours = jax.jit(lambda p: normalization.apply_normalized_cnn(p, x, norm=norm))(p)
+  np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)

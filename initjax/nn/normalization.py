@@ -23,6 +23,11 @@ The output layer f_K = beta_K + Omega_K h_K is not normalized. Parameters: those
 
 and the batchnorm state {"mean_0", "var_0": (D_h,), "mean_hidden", "var_hidden": (K-1, D_h)}.
 A batch of one example has no batch variance (every g_k would be delta_k): `check_batch` refuses.
+
+The 1-D CNN of `initjax.nn.convolutional` is normalized the same way (`trace_normalized_cnn`):
+per channel, batchnorm over the batch and the positions, layernorm over the channels at each
+position (Flax's `nn.BatchNorm` and `nn.LayerNorm` on (N, L, C)), the same parameter and state
+names with C for D_h.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from initjax.nn.activations import check_activation, get_activation
+from initjax.nn.convolutional import _channel_last, conv1d
 
 NORMS = ("none", "batchnorm", "layernorm")
 EPS = 1e-5          # added to the variance, as Flax's and PyTorch's default
@@ -55,9 +61,11 @@ def check_batch(norm: str, batch_size: int) -> None:
 
 
 def batch_moments(f_NxD: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Each unit's mean and biased variance over the batch: (D,), (D,)."""
-  mean_D = jnp.mean(f_NxD, axis=0)
-  return mean_D, jnp.mean((f_NxD - mean_D) ** 2, axis=0)
+  """Each unit's (channel's) mean and biased variance over the batch (and, for a sequence
+  (N, L, C), its positions): (D,), (D,)."""
+  axes = tuple(range(f_NxD.ndim - 1))
+  mean_D = jnp.mean(f_NxD, axis=axes)
+  return mean_D, jnp.mean((f_NxD - mean_D) ** 2, axis=axes)
 
 
 def standardize(f_NxD, mean, var, scale_D, shift_D, eps: float = EPS) -> jax.Array:
@@ -72,15 +80,17 @@ def batch_norm(f_NxD, scale_D, shift_D, eps: float = EPS) -> jax.Array:
 
 
 def layer_norm(f_NxD, scale_D, shift_D, eps: float = EPS) -> jax.Array:
-  """Layer normalization: each example standardized over its units."""
+  """Layer normalization: each example standardized over its units (a sequence's: at each
+  position, over its channels, as Flax's `nn.LayerNorm`)."""
   mean_Nx1 = jnp.mean(f_NxD, axis=-1, keepdims=True)
   var_Nx1 = jnp.mean((f_NxD - mean_Nx1) ** 2, axis=-1, keepdims=True)
   return standardize(f_NxD, mean_Nx1, var_Nx1, scale_D, shift_D, eps)
 
 
 def init_norm_params(params: Params, norm: str) -> Params:
-  """`params` (from `init_mlp`) with the scales (ones) and shifts (zeros) of `norm` added;
-  unchanged for "none". Works on one network or a batch of them (leading axis)."""
+  """`params` (from `init_mlp` or `initjax.nn.convolutional.init_cnn`: biases beta_0,
+  beta_hidden) with the scales (ones) and shifts (zeros) of `norm` added; unchanged for "none".
+  Works on one network or a batch of them (leading axis)."""
   if check_norm(norm) == "none":
     return params
   b0, bh = params["beta_0"], params["beta_hidden"]
@@ -179,12 +189,7 @@ def apply_train(params: Params, state: Any, x_NxD: jax.Array, rng: Any = None, *
   trace = trace_normalized_mlp(params, x_NxD, activation, norm)
   if norm != "batchnorm":
     return trace["f_out"], state
-  mean_KxD, var_KxD = jax.lax.stop_gradient(trace["mean"]), jax.lax.stop_gradient(trace["var"])
-  new = lambda old, batch: MOMENTUM * old + (1.0 - MOMENTUM) * batch  # noqa: E731
-  return trace["f_out"], {"mean_0": new(state["mean_0"], mean_KxD[0]),
-                          "var_0": new(state["var_0"], var_KxD[0]),
-                          "mean_hidden": new(state["mean_hidden"], mean_KxD[1:]),
-                          "var_hidden": new(state["var_hidden"], var_KxD[1:])}
+  return trace["f_out"], _running(state, trace["mean"], trace["var"])
 
 
 def apply_eval(params: Params, state: Any, x_NxD: jax.Array, *, activation: str = "relu",
@@ -213,3 +218,103 @@ def layer_statistics(params: Params, x_NxD: jax.Array, y: jax.Array, loss_fn, *,
   return {"var_h": jnp.var(h_KxNxD, axis=(1, 2)), "var_dl_dh": jnp.var(g["h"], axis=(1, 2)),
           "var_f": jnp.var(f_KxNxD, axis=(1, 2)), "var_dl_df": jnp.var(g["f"], axis=(1, 2)),
           "loss": loss}
+
+
+# ------------------------------------------------------------------------------------------------
+# The 1-D CNN of `initjax.nn.convolutional`, normalized the same way (per channel: batchnorm over
+# the batch and the positions, layernorm over the channels at each position).
+
+def trace_normalized_cnn(params: Params, x: jax.Array, activation: str = "relu",
+                         padding: str = "circular", norm: str = "batchnorm",
+                         offsets: dict | None = None, state: Any = None) -> dict[str, jax.Array]:
+  """As `initjax.nn.convolutional.trace_cnn`, with f_k normalized before the activation;
+  returns also "mean", "var" (K, C): the batch moments of f_k (zeros unless batchnorm)."""
+  a = get_activation(check_activation(activation))
+  check_norm(norm)
+  x = _channel_last(x)
+  depth = params["kernel_hidden"].shape[0] + 1
+  n, length, channels = x.shape[0], x.shape[1], params["kernel_0"].shape[-1]
+  if offsets is None:
+    zeros = jnp.zeros((depth, n, length, channels), x.dtype)
+    offsets = {"f": zeros, "h": zeros,
+               "f_out": jnp.zeros((n, params["omega_out"].shape[0]), x.dtype)}
+  eval_mode = state is not None and norm == "batchnorm"
+  if eval_mode:
+    run0, run_h = (state["mean_0"], state["var_0"]), (state["mean_hidden"], state["var_hidden"])
+  else:
+    run0, run_h = None, (jnp.zeros((depth - 1, channels), x.dtype),) * 2
+  f0 = conv1d(x, params["kernel_0"], padding) + params["beta_0"] + offsets["f"][0]
+  g0, m0, v0 = _normalize(f0, params["norm_scale_0"], params["norm_shift_0"], norm, run0)
+  h1 = a(g0) + offsets["h"][0]
+
+  def layer(h, xs):
+    kernel, beta, scale, shift, mean, var, df, dh = xs
+    f = conv1d(h, kernel, padding) + beta + df
+    g, m, v = _normalize(f, scale, shift, norm, (mean, var) if eval_mode else None)
+    h_next = a(g) + dh
+    return h_next, (f, h_next, m, v)
+
+  h_K, (f_rest, h_rest, m_rest, v_rest) = jax.lax.scan(
+      layer, h1, (params["kernel_hidden"], params["beta_hidden"], params["norm_scale_hidden"],
+                  params["norm_shift_hidden"], run_h[0], run_h[1], offsets["f"][1:],
+                  offsets["h"][1:]))
+  f_out = h_K.reshape(n, -1) @ params["omega_out"].T + params["beta_out"] + offsets["f_out"]
+  cat = lambda first, rest: jnp.concatenate([first[None], rest], axis=0)  # noqa: E731
+  return {"f": cat(f0, f_rest), "h": cat(h1, h_rest), "f_out": f_out,
+          "mean": cat(m0, m_rest), "var": cat(v0, v_rest)}
+
+
+def _running(state, mean_KxC, var_KxC):
+  mean_KxC, var_KxC = jax.lax.stop_gradient(mean_KxC), jax.lax.stop_gradient(var_KxC)
+  new = lambda old, batch: MOMENTUM * old + (1.0 - MOMENTUM) * batch  # noqa: E731
+  return {"mean_0": new(state["mean_0"], mean_KxC[0]), "var_0": new(state["var_0"], var_KxC[0]),
+          "mean_hidden": new(state["mean_hidden"], mean_KxC[1:]),
+          "var_hidden": new(state["var_hidden"], var_KxC[1:])}
+
+
+def apply_normalized_cnn(params: Params, x: jax.Array, activation: str = "relu",
+                         padding: str = "circular", norm: str = "batchnorm") -> jax.Array:
+  """The CNN's output with the batch's statistics (as at initialization; training mode)."""
+  return trace_normalized_cnn(params, x, activation, padding, norm)["f_out"]
+
+
+def apply_cnn_train(params: Params, state: Any, x: jax.Array, rng: Any = None, *,
+                    activation: str = "relu", padding: str = "circular",
+                    norm: str = "batchnorm") -> tuple[jax.Array, Any]:
+  """Training mode: (output with batch statistics, running averages updated)."""
+  del rng
+  trace = trace_normalized_cnn(params, x, activation, padding, norm)
+  if norm != "batchnorm":
+    return trace["f_out"], state
+  return trace["f_out"], _running(state, trace["mean"], trace["var"])
+
+
+def apply_cnn_eval(params: Params, state: Any, x: jax.Array, *, activation: str = "relu",
+                   padding: str = "circular", norm: str = "batchnorm") -> jax.Array:
+  """Evaluation mode: the output with batchnorm's running averages."""
+  return trace_normalized_cnn(params, x, activation, padding, norm,
+                              state=state if norm == "batchnorm" else None)["f_out"]
+
+
+def cnn_layer_statistics(params: Params, x: jax.Array, y: jax.Array, loss_fn, *,
+                         activation: str = "relu", padding: str = "circular",
+                         norm: str = "batchnorm") -> dict[str, jax.Array]:
+  """As `initjax.nn.convolutional.cnn_layer_statistics` (f_k before the normalization), with
+  the batch's statistics; gradients through them."""
+  depth = params["kernel_hidden"].shape[0] + 1
+  x = _channel_last(x)
+  shape = (depth, x.shape[0], x.shape[1], params["kernel_0"].shape[-1])
+  offsets = {"f": jnp.zeros(shape, x.dtype), "h": jnp.zeros(shape, x.dtype),
+             "f_out": jnp.zeros((x.shape[0], params["omega_out"].shape[0]), x.dtype)}
+
+  def loss_of(o):
+    trace = trace_normalized_cnn(params, x, activation, padding, norm, o)
+    return loss_fn(trace["f_out"], y), (trace["f"], trace["h"])
+
+  (loss, (f, h)), g = jax.value_and_grad(loss_of, has_aux=True)(offsets)
+  channel_mean = jnp.mean(h, axis=(1, 2))
+  return {"var_f": jnp.var(f, axis=(1, 2, 3)),
+          "var_h": jnp.var(h, axis=(1, 2, 3)), "var_dl_dh": jnp.var(g["h"], axis=(1, 2, 3)),
+          "var_dl_df": jnp.var(g["f"], axis=(1, 2, 3)),
+          "channel_sq_mean": jnp.mean(channel_mean ** 2, axis=-1),
+          "channel_var": jnp.mean(jnp.var(h, axis=(1, 2)), axis=-1), "loss": loss}

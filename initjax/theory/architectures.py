@@ -36,7 +36,7 @@ class ArchOptions:
   branch_scale: str = "one"       # resmlp: "one", "invsqrt", "skipinit"
   kernel_size: int = 5            # cnn
   padding: str = "circular"       # cnn: "circular" (theory exact) or "zero"
-  norm: str = "none"              # mlp: "none", "batchnorm", "layernorm"
+  norm: str = "none"              # mlp, cnn: "none", "batchnorm", "layernorm"
 
   def __post_init__(self):
     check_choice("branch scale", self.branch_scale, residual.BRANCH_SCALES)
@@ -163,14 +163,34 @@ def _resmlp_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b
 
 def _cnn_init(key, *, input_shape, width, depth, output_dim, weight_init, bias_init=None,
               options=ArchOptions()):
-  return convolutional.init_cnn(key, input_shape=tuple(input_shape), channels=width,
-                                depth=depth, output_dim=output_dim,
-                                kernel_size=options.kernel_size, weight_init=weight_init,
-                                bias_init=bias_init)
+  params = convolutional.init_cnn(key, input_shape=tuple(input_shape), channels=width,
+                                  depth=depth, output_dim=output_dim,
+                                  kernel_size=options.kernel_size, weight_init=weight_init,
+                                  bias_init=bias_init)
+  return normalization.init_norm_params(params, options.norm)
+
+
+_CNN_LAYERS = (("var_f", 0), ("var_h", 1), ("var_dl_dh", 1), ("var_dl_df", 0),
+               ("channel_sq_mean", 1), ("channel_var", 1))
+
+
+def _normalized_cnn_model(activation: str, options: ArchOptions) -> models.Model:
+  kw = {"activation": activation, "padding": options.padding, "norm": options.norm}
+  stateful = options.norm == "batchnorm"
+  return models.Model(
+      name=f"cnn-k{options.kernel_size}-{options.padding}-{options.norm}",
+      apply=functools.partial(normalization.apply_normalized_cnn, **kw),
+      layer_statistics=functools.partial(normalization.cnn_layer_statistics, **kw),
+      layer_index=_CNN_LAYERS,
+      stacked=("kernel_hidden", "beta_hidden", "norm_scale_hidden", "norm_shift_hidden"),
+      apply_train=functools.partial(normalization.apply_cnn_train, **kw) if stateful else None,
+      apply_eval=functools.partial(normalization.apply_cnn_eval, **kw) if stateful else None)
 
 
 @functools.lru_cache(maxsize=None)
 def _cnn_model(activation: str, options: ArchOptions) -> models.Model:
+  if options.norm != "none":
+    return _normalized_cnn_model(activation, options)
   kw = {"activation": activation, "padding": options.padding}
   return models.Model(name=f"cnn-k{options.kernel_size}-{options.padding}",
                       apply=functools.partial(convolutional.apply_cnn, **kw),
@@ -190,7 +210,11 @@ def _cnn_shapes(input_shape, width, depth, output_dim, options=ArchOptions()):
 
 
 def _cnn_predict(*, input_shape, width, depth, output_dim, sigma2_w, sigma2_b=0.0,
-                 activation="relu", options=ArchOptions()):
+                 activation="relu", options=ArchOptions(), batch_size=100):
+  del batch_size
+  if options.norm != "none":   # no mean-field theory here for a normalized CNN: NaN
+    nan = np.full(depth, np.nan)
+    return {"var_f": nan, "var_h": nan, "var_dl_dh": nan}
   p = predict_cnn(length=int(input_shape[0]), channels=width, depth=depth,
                   output_dim=output_dim, kernel_size=options.kernel_size,
                   sigma2_w=sigma2_w, sigma2_b=sigma2_b, activation=activation,
@@ -203,7 +227,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  norms=normalization.NORMS, init_state=_mlp_state),
     Architecture("resmlp", _resmlp_init, _resmlp_model, _resmlp_predict, _resmlp_shapes,
                  first_layer=0),
-    Architecture("cnn", _cnn_init, _cnn_model, _cnn_predict, _cnn_shapes, first_layer=1),
+    Architecture("cnn", _cnn_init, _cnn_model, _cnn_predict, _cnn_shapes, first_layer=1,
+                 norms=normalization.NORMS, init_state=_mlp_state),
 )}
 
 
