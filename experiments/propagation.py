@@ -50,6 +50,9 @@ _RECURRENT_INIT = flags.DEFINE_list(
     "per --sigma2/--inits setting (which draw the input kernels and the readout); default "
     "orthogonal; identity is Le et al.'s IRNN. For these architectures --depth is the number of "
     "time steps and --input_dim the values per step.")
+_NORM = flags.DEFINE_string("norm", "none", "Normalization of the hidden pre-activations (mlp): "
+                            "none, batchnorm (statistics over the --batch_size inputs, as at "
+                            "initialization) or layernorm.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
 cli.define_compilation_cache_flag()
 cli.define_config_flag()
@@ -69,7 +72,8 @@ def config_from_flags():
       seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value, arch=_ARCH.value,
       branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value,
       recurrent_init=tuple(cli.unique("recurrent_init", [v.strip() for v in _RECURRENT_INIT.value
-                                                          if v.strip()])))
+                                                          if v.strip()])),
+      norm=_NORM.value)
 
 
 def check_fits(config, devices) -> None:

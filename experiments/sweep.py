@@ -53,6 +53,9 @@ flags.DEFINE_list("inits", list(_DEFAULTS.inits), "Initializers (initjax.initial
 flags.DEFINE_list("archs", list(_DEFAULTS.archs), "Architectures: mlp (the book's), resmlp "
                   "(residual, pre-activation blocks), cnn (1-D convolutions), rnn, lstm, gru "
                   "(recurrent, --recurrent_inits).")
+flags.DEFINE_list("norms", list(_DEFAULTS.norms), "Normalizations of the hidden "
+                  "pre-activations (mlp): none, batchnorm (batch statistics in training, running "
+                  "averages for evaluation), layernorm.")
 flags.DEFINE_list("depths", [str(d) for d in _DEFAULTS.depths], "Numbers of hidden layers K.")
 flags.DEFINE_list("widths", [str(w) for w in _DEFAULTS.widths], "Hidden widths D_h.")
 flags.DEFINE_list("activations", list(_DEFAULTS.activations), "Activations.")
@@ -111,7 +114,8 @@ def config_from_flags() -> SweepConfig:
       archs=archs, recurrent_inits=tuple(cli.unique(
           "recurrent_inits", [v.strip() for v in FLAGS.recurrent_inits if v.strip()])),
       bias_variance=FLAGS.bias_variance, branch_scale=FLAGS.branch_scale,
-      kernel_size=FLAGS.kernel_size, padding=FLAGS.padding, **ints)
+      kernel_size=FLAGS.kernel_size, padding=FLAGS.padding,
+      norms=tuple(cli.unique("norms", [v.strip() for v in FLAGS.norms])), **ints)
 
 
 def main(argv):

@@ -239,7 +239,8 @@ def _arch_seed(arch_name: str, activation: str, options: Any, input_shape: tuple
                        output_dim=output_dim, weight_init=init_fn, bias_init=bias_init,
                        options=options)
     root = jnp.sqrt(jnp.asarray(scale, dtype)).astype(dtype)
-    params = {name: (p * root if p.ndim >= 2 and name not in arch.unscaled else p)
+    params = {name: (p * root if p.ndim >= 2 and name not in arch.unscaled
+                  and not name.startswith("norm_") else p)
               for name, p in params.items()}
     shape = (batch_size,) + tuple(input_shape)
     x = (jax.random.normal(k_x, shape, dtype) if arch.inputs is None

@@ -21,7 +21,7 @@ from absl import logging
 from initjax.core import progress
 from initjax.core.errors import ConfigError
 from initjax.measurement import propagation
-from initjax.nn import activations
+from initjax.nn import activations, normalization
 from initjax.nn.initializers import draws_plain_normal, expected_variance
 from initjax.theory import architectures, finite_width
 
@@ -34,7 +34,7 @@ RESULT_COLUMNS = (
     "arch", "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size",
     "bias_variance", "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean",
     "log10_median", "log10_q05", "log10_q95", "theory", "log10_theory", "log10_theory_q05",
-    "log10_theory_q95", "num_seeds", "num_flagged", "flagged", "recurrent_init")
+    "log10_theory_q95", "num_seeds", "num_flagged", "flagged", "recurrent_init", "norm")
 DTYPES = ("float32", "float64")
 MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps 32 bits: seed 2**32 would repeat seed 0
 
@@ -70,6 +70,7 @@ class FigureConfig:
   # rnn/lstm/gru: the recurrent kernels' initializers, one curve each per setting (empty:
   # orthogonal); depth is the number of time steps, input_dim the values per step.
   recurrent_init: tuple[str, ...] = ()
+  norm: str = "none"           # mlp: batchnorm (over the batch_size inputs) or layernorm
 
   def __post_init__(self):
     object.__setattr__(self, "sigma2", tuple(float(s) for s in self.sigma2))
@@ -112,8 +113,19 @@ class FigureConfig:
     try:
       self.options()
     except ValueError as e:
-      field = next((f for f in ("kernel_size", "padding") if f in str(e)), "branch_scale")
+      field = next((f for f in ("kernel_size", "padding", "norm") if f in str(e)),
+                   "branch_scale")
       raise ConfigError(field, str(e)) from None
+    try:
+      architectures.check_norm(architectures.get(self.arch), self.norm)
+    except ValueError as e:
+      raise ConfigError("norm", str(e)) from None
+    try:
+      normalization.check_batch(self.norm, self.batch_size)
+    except ValueError as e:
+      raise ConfigError("norm/batch_size", str(e)) from None
+    if self.norm != "none" and self.dtype != "float32":
+      raise ConfigError("dtype", f"--norm={self.norm} runs in float32")
 
   def _check_recurrent(self) -> None:
     recurrent = architectures.is_recurrent(self.arch)
@@ -149,7 +161,14 @@ class FigureConfig:
 
   def options(self) -> architectures.ArchOptions:
     return architectures.ArchOptions(branch_scale=self.branch_scale,
-                                     kernel_size=self.kernel_size, padding=self.padding)
+                                     kernel_size=self.kernel_size, padding=self.padding,
+                                     norm=self.norm)
+
+  @property
+  def book_mlp(self) -> bool:
+    """The book's plain MLP, measured in log space (`propagation.measure`); every other
+    network through its architecture record (`propagation.measure_architecture`)."""
+    return self.arch == "mlp" and self.norm == "none"
 
   def spec(self) -> propagation.NetworkSpec:
     return propagation.NetworkSpec(
@@ -213,7 +232,7 @@ def measure_settings(config: FigureConfig, settings: list[Setting]
   spec, dtype = config.spec(), jnp.dtype(config.dtype)
   key = jax.random.key(config.seed)
   measured, timing = {}, {}
-  groups = (_measure_groups(settings) if config.arch == "mlp" else
+  groups = (_measure_groups(settings) if config.book_mlp else
             [(s.init, [s]) for s in settings if s.init != "normal"]
             + [("normal", [s for s in settings if s.init == "normal" and s.recurrent_init == r])
                for r in dict.fromkeys(s.recurrent_init for s in settings)])
@@ -223,7 +242,7 @@ def measure_settings(config: FigureConfig, settings: list[Setting]
     start = time.perf_counter()
     common = dict(num_seeds=config.num_seeds, dtype=dtype, seed_chunk=config.seed_chunk or None,
                   num_devices=config.num_devices or None)
-    if config.arch != "mlp":
+    if not config.book_mlp:
       out = propagation.measure_architecture(
           key, config.arch, activation=config.activation, options=_options(config, group[0]),
           input_shape=config.input_shape(), width=config.width, depth=config.depth,
@@ -254,7 +273,7 @@ def _options(config: FigureConfig, setting: Setting) -> architectures.ArchOption
 
 def _layers(config: FigureConfig, quantity: str, count: int) -> np.ndarray:
   """The layer index k of each of `count` values of `quantity`."""
-  if config.arch == "mlp":
+  if config.book_mlp:
     return propagation.layer_indices(quantity, config.depth)
   model = architectures.get(config.arch).model(config.activation, config.options())
   return np.arange(count) + model.first_layer(quantity)
@@ -263,12 +282,13 @@ def _layers(config: FigureConfig, quantity: str, count: int) -> np.ndarray:
 def _theory(config: FigureConfig, setting: Setting) -> dict[str, np.ndarray]:
   """Mean-field log10 variances per quantity, and the MLP's finite-width 5-95% band of Var[h_k]
   (`initjax.finite_width`) as "var_h_q05"/"var_h_q95"."""
-  if config.arch != "mlp":
+  if not config.book_mlp:
     return architectures.predict_for_init(
         architectures.get(config.arch), setting.init, input_shape=config.input_shape(),
         width=config.width, depth=config.depth, output_dim=config.output_dim,
         scale=setting.scale, sigma2_b=config.bias_variance, activation=config.activation,
-        options=_options(config, setting), init_kwargs=setting.init_kwargs)
+        options=_options(config, setting), init_kwargs=setting.init_kwargs,
+        **({"batch_size": config.batch_size} if config.norm == "batchnorm" else {}))
   spec = config.spec()
   pred = propagation.theory_for(spec, setting.init, setting.scale, setting.init_kwargs).as_dict()
   sigma2 = [setting.scale * expected_variance(setting.init, shape, **setting.init_kwargs)
@@ -311,6 +331,7 @@ def setting_rows(config: FigureConfig, setting: Setting, measured: dict[str, np.
           "log10_theory_q95": float(high[j]), "num_seeds": config.num_seeds,
           "num_flagged": int(summary["num_flagged"][j]),
           "flagged": bool(summary["num_flagged"][j] > 0), "recurrent_init": setting.recurrent_init,
+          "norm": config.norm,
       })
   return rows
 
@@ -322,7 +343,7 @@ def run(config: FigureConfig) -> dict[str, Any]:
   settings = settings_for(config)
   measured, timing = measure_settings(config, settings)
   rows, slopes, flagged = [], {}, {}
-  if config.arch == "mlp" and config.depth >= LONG_THEORY_LAYERS:
+  if config.book_mlp and config.depth >= LONG_THEORY_LAYERS:
     logging.info("the finite-width theory of %d setting(s) x %d layers takes roughly %s (about "
                  "%.1f ms per layer and setting on a 2-core CPU); its progress follows",
                  len(settings), config.depth, progress.duration(
@@ -421,6 +442,9 @@ def plot(config: FigureConfig, result: dict[str, Any]):
   what = {"mlp": "MLP", "resmlp": f"residual MLP ({alpha})",
           "cnn": f"CNN (kernel {config.kernel_size}, {config.padding} padding)"}.get(
               config.arch, config.arch.upper())
+  if config.norm != "none":
+    what += {"batchnorm": f" with batch normalization over the {config.batch_size} inputs",
+             "layernorm": " with layer normalization"}[config.norm]
   units = "channels" if config.arch == "cnn" else "units"
   if architectures.is_recurrent(config.arch):
     theory = ("mean field of the vanilla RNN" if config.arch == "rnn" else
@@ -432,7 +456,7 @@ def plot(config: FigureConfig, result: dict[str, Any]):
                  f"{theory})", fontsize=9)
     fig.tight_layout()
     return fig
-  band = "; dotted thin: the theory's 5-95% band at this width" if config.arch == "mlp" else ""
+  band = "; dotted thin: the theory's 5-95% band at this width" if config.book_mlp else ""
   fig.suptitle(f"{what}, {config.activation}, depth {config.depth} x {config.width} {units}, "
                f"{config.num_seeds} random networks per setting, {config.batch_size} inputs each\n"
                f"(thick: median over networks, band: their 5-95%; dashed: theory{band})",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from initjax.core.errors import ConfigError
+from initjax.nn import normalization
 from initjax.nn.activations import activation_names
 from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
@@ -119,6 +120,8 @@ class SweepConfig:
   recurrent architectures (rnn, lstm, gru), one more grid axis for them (empty: orthogonal);
   their depth is the number of time steps, each example's values read as depth steps.
   bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  norms: normalizations of the hidden pre-activations (`initjax.nn.normalization.NORMS`), a grid
+  axis; every architecture listed must have every norm listed.
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -147,10 +150,11 @@ class SweepConfig:
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
   recurrent_inits: tuple[str, ...] = ()
+  norms: tuple[str, ...] = ("none",)
 
   def __post_init__(self):
     for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
-                  "recurrent_inits"):
+                  "recurrent_inits", "norms"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
         (o, tuple(lrs)) for o, lrs in self.learning_rates))
@@ -173,6 +177,7 @@ class SweepConfig:
         isinstance(self.bias_variance, (int, float)) and math.isfinite(self.bias_variance)
         and self.bias_variance >= 0):
       raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
+    self._check_norms()
     _check_names("activations", self.activations, activation_names())
     _check_names("optimizers", self.optimizers, optimizer_names())
     _check_names("dataset", [self.dataset], data_lib.dataset_names())
@@ -246,9 +251,26 @@ class SweepConfig:
       return ("",)
     return self.recurrent_inits or ("orthogonal",)
 
-  def arch_options(self) -> architectures.ArchOptions:
+  def arch_options(self, norm: str = "none") -> architectures.ArchOptions:
+    """The architecture options of the sweep, with a grid point's normalization."""
     return architectures.ArchOptions(branch_scale=self.branch_scale,
-                                     kernel_size=self.kernel_size, padding=self.padding)
+                                     kernel_size=self.kernel_size, padding=self.padding,
+                                     norm=norm)
+
+  def _check_norms(self) -> None:
+    _check_names("norms", self.norms, normalization.NORMS)
+    _check_unique("norms", self.norms)
+    for arch in self.archs:
+      for norm in self.norms:
+        try:
+          architectures.check_norm(architectures.get(arch), norm)
+        except ValueError as e:
+          raise ConfigError("norms", str(e)) from None
+    if "batchnorm" in self.norms:
+      for field in ("batch_size", "stats_batch_size"):
+        if isinstance(getattr(self, field), int) and getattr(self, field) < 2:
+          raise ConfigError(f"norms/{field}", "batchnorm needs at least 2 examples per batch "
+                            f"(the batch variance of one example is 0); got {getattr(self, field)}")
 
   def _check_init_learning_rates(self) -> None:
     entries = []
@@ -301,7 +323,7 @@ class SweepConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
     for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
-                  "recurrent_inits"):
+                  "recurrent_inits", "norms"):
       if field in kwargs and not isinstance(kwargs[field], tuple):
         raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}

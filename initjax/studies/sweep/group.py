@@ -68,10 +68,12 @@ def load_data(config: SweepConfig) -> dict[str, Any]:
 
 
 def point_options(config: SweepConfig, point: GridPoint) -> architectures.ArchOptions:
-  """The architecture options of a grid point: the sweep's, with its recurrent initializer."""
+  """The architecture options of a grid point: the sweep's, with its normalization and its
+  recurrent initializer."""
+  options = config.arch_options(point.norm)
   if not point.recurrent_init:
-    return config.arch_options()
-  return dataclasses.replace(config.arch_options(), recurrent_init=point.recurrent_init)
+    return options
+  return dataclasses.replace(options, recurrent_init=point.recurrent_init)
 
 
 def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.TrainSpec:
@@ -110,7 +112,7 @@ def _signal_at_init(arch: str, init: str, width: int, depth: int, activation: st
   key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
   name, kwargs, scale = registered_init(init)
   draw = weight_initializer(init) if kwargs else name
-  if arch == "mlp":
+  if arch == "mlp" and options.norm == "none":
     spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
                                    output_dim=output_dim, activation=activation,
                                    bias_variance=bias_variance, batch_size=100)
@@ -136,12 +138,14 @@ def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[
   statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df; the architecture's
   `Model.layer_index` says where each starts), and per-seed summaries (step empty;
   steps_to_threshold empty = never)."""
-  base = {"point_id": point.point_id, **dataclasses.asdict(point)}
+  # The CSV's columns (`CSV_COLUMNS`); a normalization other than none is in the point_id.
+  base = {"point_id": point.point_id,
+          **{k: v for k, v in dataclasses.asdict(point).items() if k != "norm"}}
   steps = config.steps
   log_at = sorted(set(range(0, steps + 1, config.log_every)) | {steps})
   rows = []
   n = records["train_loss"].shape[0]
-  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  model = architectures.get(point.arch).model(point.activation, point_options(config, point))
   layers = {name: range(first, first + records[name].shape[-1])
             for name, first in model.layer_index if name in records}
   for s in range(n):
@@ -205,7 +209,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     raise ValueError("run_group needs points with one arch, depth, width, activation and "
                      "optimizer")
   first = points[0]
-  arch, options = architectures.get(first.arch), config.arch_options()
+  arch, options = architectures.get(first.arch), point_options(config, first)
   spec = train_spec(config, first.optimizer, data["task"])
   bias_init = (initializers.normal(config.bias_variance) if config.bias_variance > 0 else None)
   params, data_keys, lrs = [], [], []
@@ -230,11 +234,12 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
+  state_B = architectures.init_states(arch, params_B, options)
   out = batch_training.run_networks(
       arch.model(first.activation, options), params_B, jnp.concatenate(data_keys),
       jnp.concatenate(lrs), data_lib.device_arrays(data), spec, devices=devices,
       block=block or group_block(points, config, data, devices or jax.local_devices()),
-      checkpoint=checkpoint)
+      checkpoint=checkpoint, **({"state_B": state_B} if jax.tree.leaves(state_B) else {}))
   n = config.num_seeds
   # The signal at initialization is measured on every local device, whatever `devices`: its
   # seed chunks (and so its last digits) depend on the device count, the point files must not.
@@ -250,7 +255,8 @@ def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -
   input_shape = tuple(int(d) for d in data["x_train"].shape[1:])
   out, k = int(data["output_dim"]), point.depth
   n_params = architectures.parameter_count(architectures.get(point.arch), input_shape,
-                                           point.width, k, out, config.arch_options())
+                                           point.width, k, out,
+                                           point_options(config, point))
   # Units of one layer's output per example: the CNN keeps the sequence length.
   w = point.width * (input_shape[0] if point.arch == "cnn" else 1)
   n_train, n_test = int(data["x_train"].shape[0]), int(data["x_test"].shape[0])

@@ -2,7 +2,6 @@
 over seeds, the summary table and the definitions written next to it."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -95,8 +94,7 @@ def point_summary(point: GridPoint, per_seed: dict[str, np.ndarray]) -> dict[str
 
   reach = np.where(np.isnan(per_seed["steps_to_threshold"]), np.inf, per_seed["steps_to_threshold"])
   median_reach = float(np.median(reach))
-  grid = {k: v for k, v in dataclasses.asdict(point).items() if k != "recurrent_init" or v}
-  summary = {"point_id": point.point_id, **grid, "num_seeds": n,
+  summary = {"point_id": point.point_id, **point.as_dict(), "num_seeds": n,
              "median_final_train_loss": nan_stat(np.median, per_seed["final_train_loss"]),
              "median_steps_to_threshold": median_reach if math.isfinite(median_reach) else None,
              "num_reached_threshold": int(np.isfinite(reach).sum()),
@@ -114,6 +112,7 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
   header = ("init", "depth", "width", "activation", "optimizer", "lr", "final loss",
             "test acc", "steps to thr", "stalled", "diverged")
   with_arch = any(row.get("arch", "mlp") != "mlp" for row in table)
+  with_norm = any(row.get("norm", "none") != "none" for row in table)
   lines = []
   for row in table:
     acc = ("-" if "test_accuracy_mean" not in row else
@@ -127,8 +126,12 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
                   "never" if reach is None else f"{reach:.0f}",
                   f"{row['num_stalled']}/{row['num_seeds']}",
                   f"{row['num_diverged']}/{row['num_seeds']}"))
+    if with_norm:
+      lines[-1] = (row.get("norm", "none"),) + lines[-1]
     if with_arch:
       lines[-1] = (row.get("arch", "mlp"),) + lines[-1]
+  if with_norm:
+    header = ("norm",) + header
   if with_arch:
     header = ("arch",) + header
   widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
