@@ -13,6 +13,7 @@ from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
 from initjax.training import data as data_lib
 from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+from initjax.training.parametrization import parametrization_names
 
 SIGMA2_W_PREFIX = "sigma2_w="
 
@@ -143,8 +144,20 @@ class SweepConfig:
   kernel_size: int = 5
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
+  # abc-parametrizations (`initjax.training.parametrization`), each a grid axis; muP and ntk
+  # scale with width / base_width (0: the narrowest width). sp points keep their names.
+  parametrizations: tuple[str, ...] = ("sp",)
+  base_width: int = 0
 
   def __post_init__(self):
+    object.__setattr__(self, "parametrizations", tuple(self.parametrizations))
+    _check_names("parametrizations", self.parametrizations, parametrization_names())
+    _check_unique("parametrizations", self.parametrizations)
+    _check_int("base_width", self.base_width, 0)
+    if set(self.parametrizations) != {"sp"} and set(self.archs) != {"mlp"}:
+      raise ConfigError("parametrizations", "a parametrization other than sp needs "
+                        "--archs=mlp (the book's MLP); got archs "
+                        f"{', '.join(self.archs)}")
     for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
@@ -206,6 +219,10 @@ class SweepConfig:
             and self.loss_threshold > 0):
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
+
+  def base(self) -> int:
+    """The width at which every parametrization is the standard one."""
+    return self.base_width or min(self.widths)
 
   def arch_options(self) -> architectures.ArchOptions:
     return architectures.ArchOptions(branch_scale=self.branch_scale,

@@ -34,27 +34,41 @@ class GridPoint:
   optimizer: str
   learning_rate: float
   arch: str = "mlp"
+  parametrization: str = "sp"
 
   @property
   def point_id(self) -> str:
     """Stable, file-name-safe id, e.g. he_normal-d30-w100-relu-momentum-lr0.01 (an architecture
-    other than the MLP is its first part: cnn-he_normal-d6-w32-...)."""
+    other than the MLP is its first part: cnn-he_normal-d6-w32-...; a parametrization other
+    than sp its last: ...-adam-lr0.01-mup)."""
     head = "" if self.arch == "mlp" else f"{self.arch}-"
+    tail = "" if self.parametrization == "sp" else f"-{self.parametrization}"
     return (f"{head}{self.init}-d{self.depth}-w{self.width}-{self.activation}-{self.optimizer}"
-            f"-lr{self.learning_rate:g}")
+            f"-lr{self.learning_rate:g}{tail}")
 
   @property
   def group_key(self) -> tuple:
     """Points with the same group_key share one compiled training program."""
-    return (self.arch, self.depth, self.width, self.activation, self.optimizer)
+    return (self.arch, self.depth, self.width, self.activation, self.optimizer,
+            self.parametrization)
+
+  def fields(self) -> dict:
+    """The point's grid parameters as a dict; `parametrization` only where it is not sp (so
+    that the sweep's files and fingerprints of sp points are what they were before it)."""
+    d = dataclasses.asdict(self)
+    if self.parametrization == "sp":
+      del d["parametrization"]
+    return d
 
 
 def expand_grid(config: SweepConfig) -> list[GridPoint]:
-  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate, init."""
-  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch)
+  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate, init,
+  parametrization."""
+  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch, parametrization)
           for arch in config.archs for depth in config.depths for width in config.widths
           for activation in config.activations for optimizer in config.optimizers
           for lr in config.grid_learning_rates(optimizer) for init in config.inits
+          for parametrization in config.parametrizations
           if lr in config.grid_learning_rates(optimizer, init)]
 
 

@@ -19,7 +19,6 @@ existed cannot be verified and counts as damaged too.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -49,7 +48,10 @@ POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_ev
 
 def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
   """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`."""
-  return {**dataclasses.asdict(point), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  cfg = {**point.fields(), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  if point.parametrization != "sp":
+    cfg["base_width"] = config.base()
+  return cfg
 
 
 def fingerprint(point_cfg: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 over seeds, the summary table and the definitions written next to it."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -95,7 +94,7 @@ def point_summary(point: GridPoint, per_seed: dict[str, np.ndarray]) -> dict[str
 
   reach = np.where(np.isnan(per_seed["steps_to_threshold"]), np.inf, per_seed["steps_to_threshold"])
   median_reach = float(np.median(reach))
-  summary = {"point_id": point.point_id, **dataclasses.asdict(point), "num_seeds": n,
+  summary = {"point_id": point.point_id, **point.fields(), "num_seeds": n,
              "median_final_train_loss": nan_stat(np.median, per_seed["final_train_loss"]),
              "median_steps_to_threshold": median_reach if math.isfinite(median_reach) else None,
              "num_reached_threshold": int(np.isfinite(reach).sum()),
