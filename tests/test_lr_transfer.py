@@ -98,7 +98,7 @@ def test_flag_errors_exit_2(tmp_path_factory, tmp_path):
   assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.slow   # about 3 min on a loaded 2-core CPU: 8 points trained, then merged
+@pytest.mark.slow   # about 5 min on a loaded 2-core CPU: 8 points trained, then merged
 def test_entry_point_trains_merges_and_mup_is_sp_at_the_base_width(tmp_path_factory, tmp_path):
   import json  # pylint: disable=import-outside-toplevel
   env = subprocess_env(tmp_path_factory)
