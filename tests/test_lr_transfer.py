@@ -65,9 +65,12 @@ def test_update_scales_are_per_leaf_learning_rates():
   assert isinstance(plain.init(params), type(optax.sgd(0.1).init(params)))
 
 
-def _result(point, losses_S):
-  return PointResult(point=point, records={"train_loss": np.asarray(losses_S, float)},
-                     eval_steps=np.array([0]), stats_steps=np.array([0]), rows=[], summary={})
+def _result(point, loss):
+  diverged = not np.isfinite(loss)
+  return PointResult(point=point, records={}, eval_steps=np.array([0]),
+                     stats_steps=np.array([0]), rows=[],
+                     summary={"median_final_train_loss": float("nan") if diverged else loss,
+                              "num_diverged": 2 if diverged else 0, "num_seeds": 2})
 
 
 def test_summary_finds_the_best_learning_rate_per_width_and_its_spread():
@@ -79,7 +82,7 @@ def test_summary_finds_the_best_learning_rate_per_width_and_its_spread():
   results = {}
   for p in expand_grid(config):
     value = loss[(p.parametrization, p.width)][[1e-3, 1e-2, 1e-1].index(p.learning_rate)]
-    results[p.point_id] = _result(p, np.full((2, 21), value))
+    results[p.point_id] = _result(p, value)
   s = lr_transfer.summary(config, results)["parametrizations"]
   assert s["sp"]["best_learning_rates"] == [1e-2, 1e-3]
   assert s["sp"]["best_lr_spread_decades"] == pytest.approx(1.0)

@@ -7,8 +7,9 @@ The training is a sweep (`initjax.studies.sweep`: widths x learning rates x para
 resumable and splittable into batch tasks); `config` builds its `SweepConfig`, `summary` reads
 the finished points: per parametrization and width, each learning rate's final training loss
 (`sweep.summary.final_train_loss`, the mean minibatch loss over the last 5% of the steps;
-mean over seeds; a seed that diverged counts as +inf), the best learning rate, and the spread
-of the best learning rates over the widths in decades (log10 max / min).
+the median over the seeds that did not diverge; +inf where half of the seeds or more diverged),
+the best learning rate, and the spread of the best learning rates over the widths in decades
+(log10 max / min).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from initjax.studies.sweep import summary as summary_lib
 from initjax.studies.sweep.config import SweepConfig
 from initjax.studies.sweep.group import PointResult
 
@@ -39,9 +39,13 @@ def config(widths: Sequence[int], learning_rates: Sequence[float], *,
 
 
 def _final_loss(result: PointResult) -> float:
-  losses = [summary_lib.final_train_loss(t) for t in result.records["train_loss"]]
-  losses = [x if math.isfinite(x) else math.inf for x in losses]
-  return float(np.mean(losses))
+  """The point's median final training loss over its seeds (from its summary, which the point
+  files keep whole), +inf where half of the seeds or more diverged."""
+  s = result.summary
+  loss = s["median_final_train_loss"]
+  if 2 * s["num_diverged"] >= s["num_seeds"] or not math.isfinite(loss):
+    return math.inf
+  return float(loss)
 
 
 def summary(sweep_config: SweepConfig, results: dict[str, PointResult]) -> dict[str, Any]:
@@ -74,8 +78,9 @@ def summary(sweep_config: SweepConfig, results: dict[str, PointResult]) -> dict[
   return {"config": sweep_config.to_dict(), "base_width": sweep_config.base(),
           "parametrizations": out,
           "definitions": {
-              "final_train_loss": "mean over seeds of the mean minibatch training loss over "
-                                  "the last 5% of the steps; null: a seed diverged",
+              "final_train_loss": "median over the seeds that did not diverge of the mean "
+                                  "minibatch training loss over the last 5% of the steps; "
+                                  "null: half of the seeds or more diverged",
               "best_learning_rate": "the grid's learning rate of the lowest final_train_loss "
                                     "at that width",
               "best_at_grid_edge": "the best learning rate is the grid's smallest or largest: "
