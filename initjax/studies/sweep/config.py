@@ -14,6 +14,7 @@ from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
 from initjax.training import data as data_lib
 from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+from initjax.training.parametrization import parametrization_names
 
 SIGMA2_W_PREFIX = "sigma2_w="
 
@@ -149,10 +150,26 @@ class SweepConfig:
   kernel_size: int = 5
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
+  # abc-parametrizations (`initjax.training.parametrization`), each a grid axis; muP and ntk
+  # scale with width / base_width (0: the narrowest width). sp points keep their names.
+  parametrizations: tuple[str, ...] = ("sp",)
+  base_width: int = 0
+
   recurrent_inits: tuple[str, ...] = ()
   norms: tuple[str, ...] = ("none",)
 
   def __post_init__(self):
+    object.__setattr__(self, "parametrizations", tuple(self.parametrizations))
+    _check_names("parametrizations", self.parametrizations, parametrization_names())
+    _check_unique("parametrizations", self.parametrizations)
+    _check_int("base_width", self.base_width, 0)
+    if set(self.parametrizations) != {"sp"} and set(self.archs) != {"mlp"}:
+      raise ConfigError("parametrizations", "a parametrization other than sp needs "
+                        "--archs=mlp (the book's MLP); got archs "
+                        f"{', '.join(self.archs)}")
+    if set(self.parametrizations) != {"sp"} and tuple(self.norms) != ("none",):
+      raise ConfigError("parametrizations", "a parametrization other than sp needs "
+                        f"--norms=none; got norms {', '.join(self.norms)}")
     for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
                   "recurrent_inits", "norms"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
@@ -250,6 +267,10 @@ class SweepConfig:
     if not architectures.is_recurrent(arch):
       return ("",)
     return self.recurrent_inits or ("orthogonal",)
+
+  def base(self) -> int:
+    """The width at which every parametrization is the standard one."""
+    return self.base_width or min(self.widths)
 
   def arch_options(self, norm: str = "none") -> architectures.ArchOptions:
     """The architecture options of the sweep, with a grid point's normalization."""

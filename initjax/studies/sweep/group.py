@@ -14,12 +14,14 @@ from initjax import training
 from initjax.core import distributed, parallel, progress
 from initjax.measurement import propagation
 from initjax.nn import initializers
+from initjax.nn.redraw import path_name
 from initjax.studies.sweep import summary as summary_lib
 from initjax.studies.sweep.config import SweepConfig, fan_in_variance, init_arguments
 from initjax.studies.sweep.grid import GridPoint, point_keys, stable_int
 from initjax.theory import architectures
 from initjax.training import batch_training
 from initjax.training import data as data_lib
+from initjax.training import parametrization as pz
 
 INIT_CHUNK = 1000   # networks drawn between two looks at the clock (and at a pending signal)
 CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "optimizer",
@@ -138,9 +140,11 @@ def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[
   statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df; the architecture's
   `Model.layer_index` says where each starts), and per-seed summaries (step empty;
   steps_to_threshold empty = never)."""
-  # The CSV's columns (`CSV_COLUMNS`); a normalization other than none is in the point_id.
+  # The CSV's columns (`CSV_COLUMNS`); a normalization other than none and a parametrization
+  # other than sp are in the point_id.
   base = {"point_id": point.point_id,
-          **{k: v for k, v in dataclasses.asdict(point).items() if k != "norm"}}
+          **{k: v for k, v in dataclasses.asdict(point).items()
+             if k not in ("norm", "parametrization")}}
   steps = config.steps
   log_at = sorted(set(range(0, steps + 1, config.log_every)) | {steps})
   rows = []
@@ -189,6 +193,29 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
                               "signal_at_init": signal})
 
 
+def parametrized(point: GridPoint, params_B: Any, spec: training.TrainSpec,
+                 config: SweepConfig, data: dict[str, Any]) -> tuple[Any, training.TrainSpec]:
+  """The group's SP-drawn networks and spec under `point.parametrization` at its width
+  (`initjax.training.parametrization`, in its multiplier-free form `absorbed`, since the
+  built-in models have no forward multipliers): every leaf's init rescaled, and the per-leaf
+  learning-rate multipliers as the spec's `update_scales`."""
+  arch, options = architectures.get(point.arch), config.arch_options()
+
+  def shapes(width):
+    return jax.eval_shape(lambda k: arch.init(
+        k, input_shape=data["x_train"].shape[1:], width=width, depth=point.depth,
+        output_dim=data["output_dim"], weight_init=weight_initializer(point.init),
+        options=options), jax.random.PRNGKey(0))
+
+  kinds = pz.classify(shapes(point.width), shapes(2 * point.width))
+  plan = pz.absorbed(pz.plan(point.parametrization, point.optimizer, kinds, point.width,
+                             config.base()))
+  params_B = jax.tree.map(lambda x, c: x * jnp.asarray(c, x.dtype), params_B, plan.init_scale)
+  scales = tuple((path_name(p), float(v))
+                 for p, v in jax.tree_util.tree_flatten_with_path(plan.lr_scale)[0])
+  return params_B, dataclasses.replace(spec, update_scales=scales)
+
+
 def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepConfig,
               key: jax.Array, devices: Sequence[Any] | None = None, block: int | None = None,
               checkpoint: batch_training.Checkpoint | None = None) -> dict[str, PointResult]:
@@ -234,6 +261,8 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
+  if first.parametrization != "sp":
+    params_B, spec = parametrized(first, params_B, spec, config, data)
   state_B = architectures.init_states(arch, params_B, options)
   out = batch_training.run_networks(
       arch.model(first.activation, options), params_B, jnp.concatenate(data_keys),

@@ -50,7 +50,10 @@ def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
   """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`
   (a point without a norm or a recurrent initializer keeps the fingerprint it had before
   there were)."""
-  return {**point.as_dict(), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  cfg = {**point.as_dict(), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  if point.parametrization != "sp":
+    cfg["base_width"] = config.base()
+  return cfg
 
 
 def fingerprint(point_cfg: dict[str, Any]) -> str:
