@@ -11,8 +11,9 @@ Workload: sequential MNIST-1D (40 steps of one value, batch 100), one recurrent 
                                (`initjax.theory.architectures`), what `experiments.sweep` runs:
                                its default workers (one thread per core on a CPU) and blocks
   initjax vmapped (one call)   every seed vmapped in one program on one device
-  torch loop                   the common PyTorch script: for each seed, `nn.RNN` / `nn.LSTM`
-                               (batch_first) + `nn.Linear`, `torch.optim.Adam`, the same batches
+  torch loop (k threads)       the common PyTorch script: for each seed, `nn.RNN` / `nn.LSTM`
+                               (batch_first) + `nn.Linear`, `torch.optim.Adam`, the same batches;
+                               k = 1 and the number of cores
 
 Not part of `scripts/benchmark.py`'s table yet: it prints its own, and writes nothing.
 """
@@ -87,7 +88,8 @@ def torch_contender(cell: str, seeds: int, steps: int, width: int):
   y = torch.tensor(np.array(data["y_train"]), dtype=torch.long)
   layer = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
 
-  def loop():
+  def loop(threads):
+    torch.set_num_threads(threads)
     losses = []
     for seed in range(seeds):
       torch.manual_seed(seed)
@@ -103,7 +105,10 @@ def torch_contender(cell: str, seeds: int, steps: int, width: int):
       losses.append(loss.item())
     return float(np.mean(losses))
 
-  return {f"torch loop ({torch.get_num_threads()} threads)": loop}
+  cores = torch.get_num_threads()
+  out = {f"torch loop ({k} thread{'s' if k > 1 else ''})": (lambda k=k: loop(k))
+         for k in sorted({1, cores})}
+  return out
 
 
 def main() -> None:
