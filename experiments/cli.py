@@ -253,6 +253,24 @@ def parse_choices(flag: str, values: Sequence[str] | None, allowed: Sequence[str
   return unique(flag, out)
 
 
+# The flags of one architecture that the recurrent ones do not take.
+ARCH_FLAGS = {"kernel_size": "cnn", "padding": "cnn", "branch_scale": "resmlp"}
+
+
+def check_arch_flags(archs: Sequence[str], recurrent_flag: str,
+                     fl: flags.FlagValues = flags.FLAGS) -> None:
+  """UsageError (one line) for a flag of another architecture given on the command line when
+  every architecture is recurrent (--kernel_size with --arch=rnn, say)."""
+  from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
+  if not archs or not all(architectures.is_recurrent(a) for a in archs):
+    return
+  for name, owner in ARCH_FLAGS.items():
+    if name in fl and fl[name].present:
+      raise UsageError(name, f"is an option of {owner}, not of {','.join(archs)}, which take "
+                       f"--{recurrent_flag} (allowed: "
+                       f"{', '.join(architectures.recurrent_init_names())})")
+
+
 def check_min(flag: str, value: int | float, minimum: int | float) -> None:
   if value < minimum:
     raise UsageError(flag, f"must be >= {minimum}; got {value}")

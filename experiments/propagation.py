@@ -38,12 +38,21 @@ _NUM_DEVICES = flags.DEFINE_integer("num_devices", 0,
                                     "Local devices to spread the seeds over (0: all; on a CPU, "
                                     "one per core).")
 _ARCH = flags.DEFINE_string("arch", "mlp", "Architecture: mlp (the book's, exact in log space), "
-                           "resmlp (residual) or cnn (1-D convolutions; --input_dim is the "
-                           "sequence length, --width the channels).")
+                           "resmlp (residual), cnn (1-D convolutions; --input_dim is the "
+                           "sequence length, --width the channels), or the recurrent rnn, lstm, "
+                           "gru (--depth time steps of --input_dim values, --recurrent_init).")
 _BRANCH_SCALE = flags.DEFINE_string("branch_scale", "one",
                                     "resmlp branch scale: one, invsqrt (1/sqrt(depth)) or skipinit.")
 _KERNEL_SIZE = flags.DEFINE_integer("kernel_size", 5, "cnn kernel size.")
 _PADDING = flags.DEFINE_string("padding", "circular", "cnn padding: circular or zero.")
+_RECURRENT_INIT = flags.DEFINE_list(
+    "recurrent_init", [], "rnn/lstm/gru: initializers of the recurrent kernels, one curve each "
+    "per --sigma2/--inits setting (which draw the input kernels and the readout); default "
+    "orthogonal; identity is Le et al.'s IRNN. For these architectures --depth is the number of "
+    "time steps and --input_dim the values per step.")
+_NORM = flags.DEFINE_string("norm", "none", "Normalization of the hidden pre-activations (mlp): "
+                            "none, batchnorm (statistics over the --batch_size inputs, as at "
+                            "initialization) or layernorm.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/propagation", "Where results go.")
 cli.define_compilation_cache_flag()
 cli.define_config_flag()
@@ -52,6 +61,7 @@ cli.define_config_flag()
 def config_from_flags():
   """The FigureConfig of the flags (it checks itself; errors name the flag)."""
   from initjax.studies import propagation_figure  # pylint: disable=import-outside-toplevel
+  cli.check_arch_flags([_ARCH.value], "recurrent_init")
   return propagation_figure.FigureConfig(
       sigma2=tuple(cli.parse_floats("sigma2", _SIGMA2.value, positive=True, allow_empty=True)),
       inits=tuple(cli.unique("inits", [v.strip() for v in _INITS.value if v.strip()])),
@@ -60,7 +70,10 @@ def config_from_flags():
       bias_variance=_BIAS_VARIANCE.value, num_seeds=_NUM_SEEDS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value, dtype=_DTYPE.value,
       seed_chunk=_SEED_CHUNK.value, num_devices=_NUM_DEVICES.value, arch=_ARCH.value,
-      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value)
+      branch_scale=_BRANCH_SCALE.value, kernel_size=_KERNEL_SIZE.value, padding=_PADDING.value,
+      recurrent_init=tuple(cli.unique("recurrent_init", [v.strip() for v in _RECURRENT_INIT.value
+                                                          if v.strip()])),
+      norm=_NORM.value)
 
 
 def check_fits(config, devices) -> None:

@@ -51,7 +51,11 @@ flags.DEFINE_list("inits", list(_DEFAULTS.inits), "Initializers (initjax.initial
                   "NAME:KEY=VALUE with its keyword arguments (orthogonal:gain=1.09), or "
                   "sigma2_w=V: a plain normal of variance V / fan_in.")
 flags.DEFINE_list("archs", list(_DEFAULTS.archs), "Architectures: mlp (the book's), resmlp "
-                  "(residual, pre-activation blocks), cnn (1-D convolutions).")
+                  "(residual, pre-activation blocks), cnn (1-D convolutions), rnn, lstm, gru "
+                  "(recurrent, --recurrent_inits).")
+flags.DEFINE_list("norms", list(_DEFAULTS.norms), "Normalizations of the hidden "
+                  "pre-activations (mlp): none, batchnorm (batch statistics in training, running "
+                  "averages for evaluation), layernorm.")
 flags.DEFINE_list("depths", [str(d) for d in _DEFAULTS.depths], "Numbers of hidden layers K.")
 flags.DEFINE_list("widths", [str(w) for w in _DEFAULTS.widths], "Hidden widths D_h.")
 flags.DEFINE_list("activations", list(_DEFAULTS.activations), "Activations.")
@@ -79,6 +83,11 @@ flags.DEFINE_string("branch_scale", _DEFAULTS.branch_scale, "resmlp branch scale
                     "invsqrt (1/sqrt(depth)) or skipinit (learnable, 0 at initialization).")
 flags.DEFINE_integer("kernel_size", _DEFAULTS.kernel_size, "cnn kernel size.")
 flags.DEFINE_string("padding", _DEFAULTS.padding, "cnn padding: circular or zero.")
+flags.DEFINE_list("recurrent_inits", list(_DEFAULTS.recurrent_inits),
+                  "rnn/lstm/gru: initializers of the recurrent kernels, one grid axis (default "
+                  "orthogonal; identity is Le et al.'s IRNN); --inits draws the input kernels "
+                  "and the readout. Their --depths are time steps: each example's values read "
+                  "as depth steps (mnist1d: 40 steps of one value at depth 40).")
 flags.DEFINE_string("data_dir", "", "Data cache (default $INITJAX_DATA_DIR or ~/.cache/initjax).")
 flags.DEFINE_string("output_dir", "out/sweep", "Where results are written.")
 cli.define_config_flag()
@@ -91,6 +100,8 @@ def config_from_flags() -> SweepConfig:
   """Builds the SweepConfig (which checks itself); every problem is a one-line UsageError."""
   ints = {name: getattr(FLAGS, name) for name in _INT_FLAGS}
   optimizers = tuple(cli.parse_choices("optimizers", FLAGS.optimizers, optimizer_names()))
+  archs = tuple(cli.unique("archs", [v.strip() for v in FLAGS.archs]))
+  cli.check_arch_flags(archs, "recurrent_inits")
   return SweepConfig(
       inits=tuple(cli.unique("inits", [v.strip() for v in FLAGS.inits])),
       depths=tuple(cli.parse_ints("depths", FLAGS.depths)),
@@ -100,9 +111,11 @@ def config_from_flags() -> SweepConfig:
       learning_rates=cli.parse_learning_rates(FLAGS.learning_rates, optimizers,
                                               optimizer_names()),
       loss_threshold=FLAGS.loss_threshold, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-      archs=tuple(cli.unique("archs", [v.strip() for v in FLAGS.archs])),
+      archs=archs, recurrent_inits=tuple(cli.unique(
+          "recurrent_inits", [v.strip() for v in FLAGS.recurrent_inits if v.strip()])),
       bias_variance=FLAGS.bias_variance, branch_scale=FLAGS.branch_scale,
-      kernel_size=FLAGS.kernel_size, padding=FLAGS.padding, **ints)
+      kernel_size=FLAGS.kernel_size, padding=FLAGS.padding,
+      norms=tuple(cli.unique("norms", [v.strip() for v in FLAGS.norms])), **ints)
 
 
 def main(argv):

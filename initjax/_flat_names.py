@@ -43,11 +43,13 @@ FLAT_NAMES = {
     "batch_training": "initjax.training.batch_training",
     "checkpoints": "initjax.training.checkpoints",
     "optimizers": "initjax.training.optimizers",
+    "parametrization": "initjax.training.parametrization",
     "data": "initjax.training.data",
     "sweep": "initjax.studies.sweep",
     "propagation_figure": "initjax.studies.propagation_figure",
     "phase_diagram": "initjax.studies.phase_diagram",
     "isometry_spectra": "initjax.studies.isometry_spectra",
+    "coord_check": "initjax.studies.coord_check",
 }
 
 

@@ -27,7 +27,7 @@ FAMILY = {
     "glorot_uniform": "uniform", "lecun_uniform": "uniform",
     "he_truncated_normal": "truncated_normal",
     "orthogonal": "orthogonal", "delta_orthogonal": "orthogonal",
-    "zeros": "constant", "constant": "constant",
+    "zeros": "constant", "constant": "constant", "identity": "identity",
 }
 KURT = {"normal": NORMAL_KURT, "uniform": UNIFORM_KURT, "truncated_normal": TRUNC_KURT,
         "orthogonal": NORMAL_KURT}  # orthogonal entries are ~normal for large n
@@ -56,6 +56,11 @@ def test_mean_and_variance(name, shape):
   if FAMILY[name] == "constant":
     np.testing.assert_array_equal(x, 0.0)
     assert var == 0.0
+    return
+  if FAMILY[name] == "identity":   # deterministic: I (first min(rows, cols) diagonal entries)
+    np.testing.assert_array_equal(x.reshape(-1, shape[-1]), np.eye(x.size // shape[-1],
+                                                                    shape[-1]))
+    assert np.mean(x ** 2) == pytest.approx(var)
     return
   n = x.size
   # Mean: standard error sqrt(var / n); allow 5 SE.

@@ -35,7 +35,7 @@ def test_every_config_loads_with_its_quick_variant_and_refuses_others(name):
   module = importlib.import_module(f"experiments.configs.{name}")
   full, quick = module.get_config(), module.get_config("quick")
   assert module.EXPERIMENT in ("sweep", "propagation", "phase_diagram", "norm_spread",
-                               "saturation")
+                               "saturation", "coord_check")
   assert set(quick) == set(full)
   with pytest.raises(ValueError, match="unknown variant 'huge'"):
     module.get_config("huge")

@@ -26,11 +26,13 @@ KINDS = {
     "isometry": "a Jacobian spectra run (experiments.isometry)",
     "norm_spread": "a norm-spread run (experiments.norm_spread)",
     "saturation": "a saturation run (experiments.saturation)",
+    "coord_check": "a coordinate check (experiments.coord_check)",
 }
 _FIGURES = {"phase_diagram.png": "phase_diagram", "propagation.png": "propagation_figure",
             "loss_curves.png": "sweep", "zoo_transformer.png": "zoo", "zoo_rnn.png": "zoo",
             "zoo_resnet.png": "zoo", "spectra.png": "isometry",
-            "norm_spread.png": "norm_spread", "saturation.png": "saturation"}
+            "norm_spread.png": "norm_spread", "saturation.png": "saturation",
+            "coord_check.png": "coord_check"}
 
 
 class WrongKind(ValueError):

@@ -239,8 +239,12 @@ def _arch_seed(arch_name: str, activation: str, options: Any, input_shape: tuple
                        output_dim=output_dim, weight_init=init_fn, bias_init=bias_init,
                        options=options)
     root = jnp.sqrt(jnp.asarray(scale, dtype)).astype(dtype)
-    params = {name: (p * root if p.ndim >= 2 else p) for name, p in params.items()}
-    x = jax.random.normal(k_x, (batch_size,) + tuple(input_shape), dtype)
+    params = {name: (p * root if p.ndim >= 2 and name not in arch.unscaled
+                  and not name.startswith("norm_") else p)
+              for name, p in params.items()}
+    shape = (batch_size,) + tuple(input_shape)
+    x = (jax.random.normal(k_x, shape, dtype) if arch.inputs is None
+         else arch.inputs(k_x, shape, depth, dtype))
     stats = model.layer_statistics(params, x, jnp.zeros((batch_size, output_dim), dtype),
                                    least_squares)
     return {q: jnp.log10(v) for q, v in stats.items() if q != "loss"}
@@ -258,8 +262,9 @@ def measure_architecture(key: jax.Array, arch: str, *, activation: str = "relu",
   the architecture's per-layer statistics (the residual MLP: Var[h_k], Var[dl/dh_k],
   k = 0..K; the CNN: also Var[dl/df_k] and the channel statistics), computed directly (not in
   log space: a value that overflows comes back non-finite and is flagged). Every weight (rank
-  >= 2 parameter) drawn by `weight_init` is multiplied by sqrt(scale); standard-normal inputs of
-  `input_shape`, least squares against y = 0."""
+  >= 2 parameter) drawn by `weight_init` is multiplied by sqrt(scale) (not the recurrent kernels,
+  drawn by `options.recurrent_init`); standard-normal inputs of `input_shape` (the recurrent
+  architectures': each step rescaled to mean square 1), least squares against y = 0."""
   options = options or architectures.ArchOptions()
   architectures.get(arch)
   scales = _check_scales(scales, num_seeds, dtype)

@@ -1,5 +1,5 @@
-"""Weight initializers by name: He, Xavier/Glorot, LeCun, orthogonal, delta-orthogonal, fixed
-variance.
+"""Weight initializers by name: He, Xavier/Glorot, LeCun, orthogonal, delta-orthogonal, identity
+(IRNN), fixed variance.
 
 Every initializer is a factory returning ``init(key, shape, dtype) -> Array`` (the
 ``jax.nn.initializers`` protocol), so each works as a Flax ``kernel_init``
@@ -309,6 +309,31 @@ def delta_orthogonal(gain: float = 1.0, column_axis: int = -1,
   return init
 
 
+def identity(gain: float = 1.0, column_axis: int = -1, dtype: Any = None) -> Initializer:
+  """gain * I: the identity matrix (its first min(n_rows, n_cols) diagonal entries), with
+  n_cols = shape[column_axis] and n_rows = prod(other dims) as `orthogonal`; the recurrent kernel
+  of Le, Jaitly & Hinton's IRNN (2015). Deterministic: the key is ignored. An orthogonal matrix
+  itself, so each entry has variance gain^2 / max(n_rows, n_cols) about zero (E[W^2]) and the
+  same per-fan-in sigma2_w = gain^2 for a square one."""
+  gain = _check_positive("gain", gain)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = dtype,
+           out_sharding: Any = None) -> jax.Array:
+    del key
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 2:
+      raise ValueError(f"identity needs a weight matrix or kernel of rank >= 2; got {shape}")
+    dtype = _float_dtype(dtype)
+    axis = column_axis % len(shape)
+    n_cols = shape[axis]
+    n_rows = math.prod(shape) // n_cols
+    eye = jnp.eye(n_rows, n_cols, dtype=dtype, device=out_sharding) * jnp.array(gain, dtype)
+    moved = shape[:axis] + shape[axis + 1:] + (n_cols,)
+    return jnp.moveaxis(eye.reshape(moved), -1, axis)
+
+  return init
+
+
 def normal(variance: Any = 1.0, dtype: Any = None) -> Initializer:
   """N(0, variance) whatever the shape (any rank, biases included): the book's
   fixed-variance experiment, sigma_Omega^2 in {0.001, ..., 1.0}. variance > 0 (a
@@ -367,6 +392,7 @@ INITIALIZERS: dict[str, tuple[Callable[..., Initializer], dict[str, Any]]] = {
     "lecun_uniform": (lecun_uniform, {}),
     "orthogonal": (orthogonal, {"gain": 1.0, "column_axis": -1}),
     "delta_orthogonal": (delta_orthogonal, {"gain": 1.0, "column_axis": -1}),
+    "identity": (identity, {"gain": 1.0, "column_axis": -1}),
     "normal": (normal, {"variance": 1.0}),
     "zeros": (zeros, {}),
     "constant": (constant, {"value": 0.0}),
@@ -445,6 +471,7 @@ _VARIANCE: dict[Callable[..., Initializer], Callable[[tuple, dict], float]] = {
        for f in (xavier_normal, xavier_uniform)},
     **{f: lambda s, a: _fan_variance(1.0, "fan_in", s, a) for f in (lecun_normal, lecun_uniform)},
     orthogonal: _orthogonal_variance,
+    identity: _orthogonal_variance,
     delta_orthogonal: _delta_orthogonal_variance,
     normal: lambda s, a: a["variance"],
     zeros: lambda s, a: 0.0,

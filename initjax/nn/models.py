@@ -9,6 +9,8 @@ Models that differ only in their parameter values share one compiled training pr
 
   * `mlp(activation)`: the book's MLP of `initjax.networks` (records Var[h_k], Var[dl/dh_k] and
     Var[dl/df_k] per layer).
+  * `normalized_mlp(activation, norm)`: the same MLP with batch or layer normalization of its
+    pre-activations (`initjax.nn.normalization`; batchnorm is a model with state).
   * `networks(model, keys_B, x, weight_init=...)`: B initializations of a model written with
     Flax linen or nnx, Equinox (`equinox(make)`) or pure functions, with its state and its
     kernels redrawn as `initjax.probe` redraws them (fans from what each layer contracts):
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from initjax.core.errors import ModelError
-from initjax.nn import activations, adapters, redraw
+from initjax.nn import activations, adapters, normalization, redraw
 from initjax.nn.networks import apply_mlp, trace_mlp
 from initjax.nn.adapters import equinox  # noqa: F401 (re-exported: models.equinox(make))
 
@@ -126,6 +128,28 @@ def mlp(activation: str = "relu") -> Model:
                layer_statistics=functools.partial(mlp_layer_statistics, activation=activation),
                layer_index=(("var_h", 1), ("var_dl_dh", 1), ("var_dl_df", 0)),
                stacked=("omega_hidden", "beta_hidden"))
+
+
+@functools.lru_cache(maxsize=None)
+def normalized_mlp(activation: str = "relu", norm: str = "none") -> Model:
+  """The book's MLP with `norm` ("none": `mlp(activation)`, the same record) applied to its
+  hidden pre-activations (`initjax.nn.normalization`). Batchnorm trains with the batch's
+  statistics and updates running averages (its state: `normalization.init_norm_state`) that
+  evaluation uses; its per-layer statistics use the batch's statistics, as at initialization."""
+  if normalization.check_norm(norm) == "none":
+    return mlp(activation)
+  name = activations.get(activation).name
+  kw = {"activation": activation, "norm": norm}
+  stateful = norm == "batchnorm"
+  return Model(name=f"mlp-{name}-{norm}",
+               apply=functools.partial(normalization.apply_normalized_mlp, **kw),
+               layer_statistics=functools.partial(normalization.layer_statistics, **kw),
+               layer_index=(("var_h", 1), ("var_dl_dh", 1), ("var_f", 0), ("var_dl_df", 0)),
+               stacked=("omega_hidden", "beta_hidden", "norm_scale_hidden",
+                        "norm_shift_hidden"),
+               apply_train=(functools.partial(normalization.apply_train, **kw)
+                            if stateful else None),
+               apply_eval=functools.partial(normalization.apply_eval, **kw) if stateful else None)
 
 
 # ------------------------------------------------------------------------------------------------

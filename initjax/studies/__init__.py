@@ -9,6 +9,9 @@ Modules:
                       sigma_w^2 x depth against xi_c
   isometry_spectra    dynamical isometry: Jacobian spectra of critical networks, Gaussian vs
                       orthogonal weights, against free probability
+  coord_check         the coordinate check: every layer's activation size against width over
+                      a few training steps, per parametrization (sp, ntk, mup)
+  lr_transfer         learning-rate transfer across widths, on the sweep
 
 Studies may import every other part of initjax; nothing in initjax imports them. The flags,
 printing and exit codes are in `experiments/` (README, "Layout").

@@ -21,7 +21,7 @@ from absl import logging
 from initjax.core import progress
 from initjax.core.errors import ConfigError
 from initjax.measurement import propagation
-from initjax.nn import activations
+from initjax.nn import activations, normalization
 from initjax.nn.initializers import draws_plain_normal, expected_variance
 from initjax.theory import architectures, finite_width
 
@@ -34,7 +34,7 @@ RESULT_COLUMNS = (
     "arch", "init", "sigma2", "activation", "depth", "width", "input_dim", "batch_size",
     "bias_variance", "dtype", "layer", "quantity", "mean", "median", "q05", "q95", "log10_mean",
     "log10_median", "log10_q05", "log10_q95", "theory", "log10_theory", "log10_theory_q05",
-    "log10_theory_q95", "num_seeds", "num_flagged", "flagged")
+    "log10_theory_q95", "num_seeds", "num_flagged", "flagged", "recurrent_init", "norm")
 DTYPES = ("float32", "float64")
 MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps 32 bits: seed 2**32 would repeat seed 0
 
@@ -67,10 +67,15 @@ class FigureConfig:
   branch_scale: str = "one"
   kernel_size: int = 5
   padding: str = "circular"
+  # rnn/lstm/gru: the recurrent kernels' initializers, one curve each per setting (empty:
+  # orthogonal); depth is the number of time steps, input_dim the values per step.
+  recurrent_init: tuple[str, ...] = ()
+  norm: str = "none"           # mlp: batchnorm (over the batch_size inputs) or layernorm
 
   def __post_init__(self):
     object.__setattr__(self, "sigma2", tuple(float(s) for s in self.sigma2))
     object.__setattr__(self, "inits", tuple(self.inits))
+    object.__setattr__(self, "recurrent_init", tuple(self.recurrent_init))
     if any(not (math.isfinite(s) and s > 0) for s in self.sigma2):
       raise ConfigError("sigma2", "values must be finite numbers > 0")
     allowed = weight_initializer_names()
@@ -104,15 +109,66 @@ class FigureConfig:
     if self.arch != "mlp" and self.dtype != "float32":
       raise ConfigError("dtype", "float64 is a cross-check of the MLP's log-space path; "
                         f"--arch={self.arch} runs in float32")
+    self._check_recurrent()
     try:
       self.options()
     except ValueError as e:
-      field = next((f for f in ("kernel_size", "padding") if f in str(e)), "branch_scale")
+      field = next((f for f in ("kernel_size", "padding", "norm") if f in str(e)),
+                   "branch_scale")
       raise ConfigError(field, str(e)) from None
+    try:
+      architectures.check_norm(architectures.get(self.arch), self.norm)
+    except ValueError as e:
+      raise ConfigError("norm", str(e)) from None
+    try:
+      normalization.check_batch(self.norm, self.batch_size)
+    except ValueError as e:
+      raise ConfigError("norm/batch_size", str(e)) from None
+    if self.norm != "none" and self.dtype != "float32":
+      raise ConfigError("dtype", f"--norm={self.norm} runs in float32")
+
+  def _check_recurrent(self) -> None:
+    recurrent = architectures.is_recurrent(self.arch)
+    if self.recurrent_init and not recurrent:
+      raise ConfigError("recurrent_init", "applies to the recurrent architectures only (--arch="
+                        f"{', '.join(architectures.RECURRENT)}); got --arch={self.arch}")
+    allowed = architectures.recurrent_init_names()
+    for name in self.recurrent_init:
+      if name not in allowed:
+        raise ConfigError("recurrent_init", f"unknown value {name!r}; allowed: "
+                          f"{', '.join(allowed)}")
+    if len(set(self.recurrent_init)) != len(self.recurrent_init):
+      raise ConfigError("recurrent_init", "lists a value twice; list each value once")
+    if recurrent:
+      defaults = FigureConfig.__dataclass_fields__
+      for name in ("kernel_size", "padding", "branch_scale"):
+        if getattr(self, name) != defaults[name].default:
+          owner = "resmlp" if name == "branch_scale" else "cnn"
+          raise ConfigError(name, f"is an option of --arch={owner}; --arch={self.arch} takes "
+                            f"--recurrent_init (allowed: {', '.join(allowed)})")
+
+  def recurrent_inits(self) -> tuple[str, ...]:
+    """The recurrent kernels' initializers of the curves ("" for an architecture without)."""
+    if not architectures.is_recurrent(self.arch):
+      return ("",)
+    return self.recurrent_init or ("orthogonal",)
+
+  def input_shape(self) -> tuple[int, ...]:
+    """One input: (input_dim,), or (depth, input_dim) time steps for a recurrent architecture."""
+    if architectures.is_recurrent(self.arch):
+      return (self.depth, self.input_dim)
+    return (self.input_dim,)
 
   def options(self) -> architectures.ArchOptions:
     return architectures.ArchOptions(branch_scale=self.branch_scale,
-                                     kernel_size=self.kernel_size, padding=self.padding)
+                                     kernel_size=self.kernel_size, padding=self.padding,
+                                     norm=self.norm)
+
+  @property
+  def book_mlp(self) -> bool:
+    """The book's plain MLP, measured in log space (`propagation.measure`); every other
+    network through its architecture record (`propagation.measure_architecture`)."""
+    return self.arch == "mlp" and self.norm == "none"
 
   def spec(self) -> propagation.NetworkSpec:
     return propagation.NetworkSpec(
@@ -128,6 +184,12 @@ class Setting:
   init: str          # "normal" for a fixed sigma2_Omega, else a registered initializer
   sigma2: float      # sigma2_Omega of the hidden layers
   scale: float       # multiplier passed to propagation.measure
+  recurrent_init: str = ""   # rnn/lstm/gru: the recurrent kernels' initializer (not scaled)
+
+  def same(self, row: dict[str, Any]) -> bool:
+    """Whether a result row belongs to this setting."""
+    return (row["init"] == self.init and row["sigma2"] == self.sigma2
+            and row.get("recurrent_init", "") == self.recurrent_init)
 
   @property
   def init_kwargs(self) -> dict[str, Any]:
@@ -140,7 +202,12 @@ def settings_for(config: FigureConfig) -> list[Setting]:
   for name in config.inits:
     s2 = expected_variance(name, (config.width, config.width))
     out.append(Setting(name, name, float(s2), 1.0))
-  return out
+  if not architectures.is_recurrent(config.arch):
+    return out
+  many = len(out) > 1
+  return [dataclasses.replace(s, label=f"{s.label}, rec {r}" if many else f"rec {r}",
+                              recurrent_init=r)
+          for r in config.recurrent_inits() for s in out]
 
 
 def _lin(log10_value: float) -> float:
@@ -165,19 +232,20 @@ def measure_settings(config: FigureConfig, settings: list[Setting]
   spec, dtype = config.spec(), jnp.dtype(config.dtype)
   key = jax.random.key(config.seed)
   measured, timing = {}, {}
-  groups = (_measure_groups(settings) if config.arch == "mlp" else
+  groups = (_measure_groups(settings) if config.book_mlp else
             [(s.init, [s]) for s in settings if s.init != "normal"]
-            + [("normal", [s for s in settings if s.init == "normal"])])
+            + [("normal", [s for s in settings if s.init == "normal" and s.recurrent_init == r])
+               for r in dict.fromkeys(s.recurrent_init for s in settings)])
   for name, group in groups:
     if not group:
       continue
     start = time.perf_counter()
     common = dict(num_seeds=config.num_seeds, dtype=dtype, seed_chunk=config.seed_chunk or None,
                   num_devices=config.num_devices or None)
-    if config.arch != "mlp":
+    if not config.book_mlp:
       out = propagation.measure_architecture(
-          key, config.arch, activation=config.activation, options=config.options(),
-          input_shape=(config.input_dim,), width=config.width, depth=config.depth,
+          key, config.arch, activation=config.activation, options=_options(config, group[0]),
+          input_shape=config.input_shape(), width=config.width, depth=config.depth,
           output_dim=config.output_dim, batch_size=config.batch_size,
           bias_variance=config.bias_variance, weight_init=name,
           scales=[s.scale for s in group], **common)
@@ -188,6 +256,7 @@ def measure_settings(config: FigureConfig, settings: list[Setting]
     else:
       out = propagation.measure(key, spec, weight_init=name, scales=[s.scale for s in group],
                                 **common)
+    name = f"{name}, rec {group[0].recurrent_init}" if group[0].recurrent_init else name
     timing[name] = time.perf_counter() - start
     for i, s in enumerate(group):
       measured[s.label] = {q: v[i] for q, v in out.items()}
@@ -196,9 +265,15 @@ def measure_settings(config: FigureConfig, settings: list[Setting]
   return measured, timing
 
 
+def _options(config: FigureConfig, setting: Setting) -> architectures.ArchOptions:
+  if not setting.recurrent_init:
+    return config.options()
+  return dataclasses.replace(config.options(), recurrent_init=setting.recurrent_init)
+
+
 def _layers(config: FigureConfig, quantity: str, count: int) -> np.ndarray:
   """The layer index k of each of `count` values of `quantity`."""
-  if config.arch == "mlp":
+  if config.book_mlp:
     return propagation.layer_indices(quantity, config.depth)
   model = architectures.get(config.arch).model(config.activation, config.options())
   return np.arange(count) + model.first_layer(quantity)
@@ -207,12 +282,13 @@ def _layers(config: FigureConfig, quantity: str, count: int) -> np.ndarray:
 def _theory(config: FigureConfig, setting: Setting) -> dict[str, np.ndarray]:
   """Mean-field log10 variances per quantity, and the MLP's finite-width 5-95% band of Var[h_k]
   (`initjax.finite_width`) as "var_h_q05"/"var_h_q95"."""
-  if config.arch != "mlp":
+  if not config.book_mlp:
     return architectures.predict_for_init(
-        architectures.get(config.arch), setting.init, input_shape=(config.input_dim,),
+        architectures.get(config.arch), setting.init, input_shape=config.input_shape(),
         width=config.width, depth=config.depth, output_dim=config.output_dim,
         scale=setting.scale, sigma2_b=config.bias_variance, activation=config.activation,
-        options=config.options(), init_kwargs=setting.init_kwargs)
+        options=_options(config, setting), init_kwargs=setting.init_kwargs,
+        **({"batch_size": config.batch_size} if config.norm == "batchnorm" else {}))
   spec = config.spec()
   pred = propagation.theory_for(spec, setting.init, setting.scale, setting.init_kwargs).as_dict()
   sigma2 = [setting.scale * expected_variance(setting.init, shape, **setting.init_kwargs)
@@ -254,7 +330,8 @@ def setting_rows(config: FigureConfig, setting: Setting, measured: dict[str, np.
           "theory": _lin(lt), "log10_theory": lt, "log10_theory_q05": float(low[j]),
           "log10_theory_q95": float(high[j]), "num_seeds": config.num_seeds,
           "num_flagged": int(summary["num_flagged"][j]),
-          "flagged": bool(summary["num_flagged"][j] > 0),
+          "flagged": bool(summary["num_flagged"][j] > 0), "recurrent_init": setting.recurrent_init,
+          "norm": config.norm,
       })
   return rows
 
@@ -266,7 +343,7 @@ def run(config: FigureConfig) -> dict[str, Any]:
   settings = settings_for(config)
   measured, timing = measure_settings(config, settings)
   rows, slopes, flagged = [], {}, {}
-  if config.arch == "mlp" and config.depth >= LONG_THEORY_LAYERS:
+  if config.book_mlp and config.depth >= LONG_THEORY_LAYERS:
     logging.info("the finite-width theory of %d setting(s) x %d layers takes roughly %s (about "
                  "%.1f ms per layer and setting on a 2-core CPU); its progress follows",
                  len(settings), config.depth, progress.duration(
@@ -286,11 +363,12 @@ def run(config: FigureConfig) -> dict[str, Any]:
 
 def slope_table(result: dict[str, Any]) -> str:
   """The per-layer slopes, measured against theory, as a fixed-width text table."""
-  lines = [f"{'setting':<16} {'fwd measured':>13} {'fwd theory':>11} {'bwd measured':>13} "
+  w = max([16] + [len(s.label) for s in result["settings"]])
+  lines = [f"{'setting':<{w}} {'fwd measured':>13} {'fwd theory':>11} {'bwd measured':>13} "
            f"{'bwd theory':>11}   (decades of variance per layer)"]
   for s in result["settings"]:
     sl = result["slopes"][s.label]
-    lines.append(f"{s.label:<16} {sl['forward_measured']:>+13.3f} {sl['forward_theory']:>+11.3f} "
+    lines.append(f"{s.label:<{w}} {sl['forward_measured']:>+13.3f} {sl['forward_theory']:>+11.3f} "
                  f"{sl['backward_measured']:>+13.3f} {sl['backward_theory']:>+11.3f}")
   return "\n".join(lines)
 
@@ -299,9 +377,10 @@ def summary(config: FigureConfig, result: dict[str, Any]) -> dict[str, Any]:
   """The JSON summary: configuration, per-setting slopes and last-layer levels, timings."""
   per_setting = {}
   for s in result["settings"]:
-    rows = [r for r in result["rows"] if r["init"] == s.init and r["sigma2"] == s.sigma2]
+    rows = [r for r in result["rows"] if s.same(r)]
     per_setting[s.label] = {
-        "init": s.init, "sigma2_omega": s.sigma2,
+        "init": s.init, "sigma2_omega": s.sigma2, **(
+            {"recurrent_init": s.recurrent_init} if s.recurrent_init else {}),
         "log10_change_per_layer": result["slopes"][s.label],
         "num_flagged": int(sum(r["num_flagged"] for r in rows)),
         "last_layer_log10_median": {
@@ -330,14 +409,17 @@ def plot(config: FigureConfig, result: dict[str, Any]):
   colors = matplotlib.colormaps["tab10"]
   panels = (("var_h", "a) Forward pass: Var[h_k]"),
             ("var_dl_dh", "b) Backward pass: Var[dl/dh_k]"))
+  if architectures.is_recurrent(config.arch):
+    panels = (("var_h", "a) Forward in time: Var[h_t]"),
+              ("var_dl_dh", "b) Backward from the last step: Var[dL/dh_t]"))
   for ax, (q, title) in zip(axes, panels):
     for i, s in enumerate(result["settings"]):
-      rows = [r for r in result["rows"]
-              if r["init"] == s.init and r["sigma2"] == s.sigma2 and r["quantity"] == q]
+      rows = [r for r in result["rows"] if s.same(r) and r["quantity"] == q]
       k = np.array([r["layer"] for r in rows])
       column = lambda name, rows=rows: np.array([r[name] for r in rows], dtype=float)
       c = colors(i % 10)
-      label = s.label if s.init == "normal" else f"{s.label} ({s.sigma2:.3g})"
+      label = (s.label if s.init == "normal" or s.recurrent_init
+               else f"{s.label} ({s.sigma2:.3g})")
       ax.plot(k, column("log10_median"), color=c, lw=2.4 if s.init != "normal" else 1.6,
               ls=":" if s.init != "normal" else "-", label=label)
       ax.fill_between(k, column("log10_q05"), column("log10_q95"), color=c, alpha=0.25, lw=0)
@@ -350,7 +432,7 @@ def plot(config: FigureConfig, result: dict[str, Any]):
         ax.plot(bad, np.interp(bad, k, np.nan_to_num(column("log10_theory"))), "x", color=c,
                 ms=4)
     ax.set_title(title)
-    ax.set_xlabel("layer k")
+    ax.set_xlabel("time step t" if architectures.is_recurrent(config.arch) else "layer k")
     ax.set_ylabel("log10 variance")
     ax.set_xlim(0, config.depth)
     ax.grid(alpha=0.3)
@@ -358,9 +440,23 @@ def plot(config: FigureConfig, result: dict[str, Any]):
   alpha = {"one": "alpha = 1", "invsqrt": "alpha = 1/sqrt(depth)",
            "skipinit": "alpha = 0 at initialization"}.get(config.branch_scale, config.branch_scale)
   what = {"mlp": "MLP", "resmlp": f"residual MLP ({alpha})",
-          "cnn": f"CNN (kernel {config.kernel_size}, {config.padding} padding)"}[config.arch]
+          "cnn": f"CNN (kernel {config.kernel_size}, {config.padding} padding)"}.get(
+              config.arch, config.arch.upper())
+  if config.norm != "none":
+    what += {"batchnorm": f" with batch normalization over the {config.batch_size} inputs",
+             "layernorm": " with layer normalization"}[config.norm]
   units = "channels" if config.arch == "cnn" else "units"
-  band = "; dotted thin: the theory's 5-95% band at this width" if config.arch == "mlp" else ""
+  if architectures.is_recurrent(config.arch):
+    theory = ("mean field of the vanilla RNN" if config.arch == "rnn" else
+              "no mean-field prediction for gated cells")
+    fig.suptitle(f"{what}, {config.activation}, {config.width} units, {config.depth} time steps "
+                 f"of {config.input_dim} value(s) (mean square 1), readout of h_T; "
+                 f"{config.num_seeds} random networks per setting, {config.batch_size} "
+                 f"sequences each\n(thick: median over networks, band: their 5-95%; dashed: "
+                 f"{theory})", fontsize=9)
+    fig.tight_layout()
+    return fig
+  band = "; dotted thin: the theory's 5-95% band at this width" if config.book_mlp else ""
   fig.suptitle(f"{what}, {config.activation}, depth {config.depth} x {config.width} {units}, "
                f"{config.num_seeds} random networks per setting, {config.batch_size} inputs each\n"
                f"(thick: median over networks, band: their 5-95%; dashed: theory{band})",

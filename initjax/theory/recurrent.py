@@ -42,19 +42,27 @@ from initjax.nn.activations import ActivationLike
 from initjax.nn.gaussian_expectations import gaussian_expectation
 from initjax.theory.variance import activation_moments
 
+LOSSES = ("last_least_squares", "readout_least_squares")
+
 
 def predict_rnn(*, steps: int, sigma2_h: float, sigma2_x: float, sigma2_b: float = 0.0,
                 input_second_moment: float = 1.0, activation: ActivationLike = "tanh",
-                loss: str = "last_least_squares") -> dict[str, np.ndarray]:
+                loss: str = "last_least_squares", width: int | None = None,
+                output_dim: int = 1, sigma2_out: float = 1.0,
+                sigma2_b_out: float = 0.0) -> dict[str, np.ndarray]:
   """Mean-field log10 variances of a vanilla RNN, per time step t = 1..steps (module docstring):
   {"var_f": Var[f_t], "var_h": Var[h_t], "var_dl_dh": Var[dL/dh_t], "chi": the backward factor
   of each step, chi_t = sigma2_h E[a'(f_t)^2] (not log)}.
 
   `loss`: "last_least_squares", L = sum h_T^2 (the probe's default on a model that returns the
-  last hidden state).
+  last hidden state), or "readout_least_squares", L = sum f_out^2 of a dense readout of h_T
+  with `output_dim` outputs, per-fan-in weight variance `sigma2_out` and bias variance
+  `sigma2_b_out`, from `width` hidden units (`initjax.nn.recurrent`).
   """
-  if loss != "last_least_squares":
-    raise ValueError(f"loss must be 'last_least_squares'; got {loss!r}")
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+  if loss == "readout_least_squares" and not (isinstance(width, int) and width >= 1):
+    raise ValueError(f"the readout loss needs width (hidden units) >= 1; got {width!r}")
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
   for name, value in (("sigma2_h", sigma2_h), ("sigma2_x", sigma2_x), ("sigma2_b", sigma2_b),
@@ -76,6 +84,12 @@ def predict_rnn(*, steps: int, sigma2_h: float, sigma2_x: float, sigma2_b: float
     second.append(m["second_moment_h"])
     chi.append(sigma2_h * m["second_moment_da"])
     previous = m["second_moment_h"]
+  if loss == "readout_least_squares":
+    g = [4.0 * output_dim * sigma2_out / width * (sigma2_out * second[-1] + sigma2_b_out)]
+    for t in range(steps - 1, 0, -1):                 # dL/dh_{t-1} = chi_t dL/dh_t
+      g.append(g[-1] * chi[t])
+    return {"var_f": np.log10(q), "var_h": np.log10(var_h), "var_dl_dh": np.log10(g[::-1]),
+            "chi": np.asarray(chi)}
   g = [4.0 * second[-1]]                              # Var[dL/dh_T]
   if steps > 1:                                       # through f_T, with dL/dh_T = 2 a(f_T)
     joint = gaussian_expectation(

@@ -283,12 +283,13 @@ def dataset_names() -> list[str]:
 
 
 def dataset_info(name: str) -> dict[str, Any]:
-  """task, num_classes and n_train of a named data set (with `get_dataset`'s defaults), known
-  without building it."""
+  """task, num_classes, n_train and input_size (values per example) of a named data set (with
+  `get_dataset`'s defaults), known without building it."""
   check_dataset(name)
   if name == "mnist1d":
-    return {"task": "classification", "num_classes": MNIST1D_NUM_CLASSES, "n_train": 4000}
-  return {"task": "regression", "num_classes": None, "n_train": 4000}
+    return {"task": "classification", "num_classes": MNIST1D_NUM_CLASSES, "n_train": 4000,
+            "input_size": 40}
+  return {"task": "regression", "num_classes": None, "n_train": 4000, "input_size": 40}
 
 
 def check_dataset(name: str) -> str:

@@ -48,7 +48,9 @@ from initjax.core.errors import check_choice
 from initjax.nn.adapters import RNG_STREAM
 from initjax.nn.models import Model, forward_eval, forward_train
 from initjax.nn.networks import Params, init_mlp
+from initjax.nn.redraw import path_name
 from initjax.training.optimizers import check_optimizer, get_optimizer
+from initjax.training.parametrization import scale_updates
 
 TASKS = ("classification", "regression")
 
@@ -66,6 +68,9 @@ class TrainSpec:
   eval_every: int = 100
   stats_every: int = 250
   stats_batch_size: int = 256
+  # ((parameter path, multiplier), ...): per-leaf learning-rate multipliers chained after the
+  # optimizer (`initjax.training.parametrization`, e.g. muP's); None: one learning rate.
+  update_scales: tuple[tuple[str, float], ...] | None = None
 
   def __post_init__(self):
     check_optimizer(self.optimizer)
@@ -74,6 +79,18 @@ class TrainSpec:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
+def spec_optimizer(spec: TrainSpec, learning_rate,
+                   params: Params) -> optax.GradientTransformation:
+  """The spec's optimizer, with its per-leaf learning-rate multipliers (`update_scales`) where
+  it has them (a KeyError names a parameter that has none)."""
+  opt = get_optimizer(spec.optimizer, learning_rate)
+  if spec.update_scales is None:
+    return opt
+  scales = dict(spec.update_scales)
+  tree = jax.tree_util.tree_map_with_path(lambda path, _: scales[path_name(path)], params)
+  return optax.chain(opt, scale_updates(tree))
 
 
 def _schedule(steps: int, every: int) -> np.ndarray:
@@ -185,8 +202,8 @@ def init_state(model: Model, params: Params, learning_rate, data: dict,
   if spec.batch_size > data["x_train"].shape[0]:
     raise ValueError(f"batch_size {spec.batch_size} exceeds the {data['x_train'].shape[0]} "
                      "training examples")
-  optimizer = get_optimizer(spec.optimizer, learning_rate)
-  return TrainState(params, optimizer.init(params),
+  opt = spec_optimizer(spec, learning_rate, params)
+  return TrainState(params, opt.init(params),
                     jnp.zeros((data["x_train"].shape[0],), jnp.int32),
                     jnp.array(-1, jnp.int32), init_records(model, params, data, spec, model_state),
                     model_state)
@@ -254,14 +271,14 @@ def train_step(state: TrainState, step, learning_rate, data_key, *, model: Model
   """One update on minibatch `step`; returns the new state and the minibatch loss (of the
   parameters before the update). From its first non-finite loss on, a network's parameters and
   optimizer state are frozen (`jnp.where`, per network: the others of a vmap are unaffected)."""
-  optimizer = get_optimizer(spec.optimizer, learning_rate)
+  opt = spec_optimizer(spec, learning_rate, state.params)
   perm_N = epoch_order(state.perm_N, data_key, step, data["x_train"].shape[0], spec)
   rng = step_rng(data_key, step) if model.stateful else None
   (loss, new_model_state), grads = jax.value_and_grad(loss_and_state, has_aux=True)(
       state.params, *minibatch(data, perm_N, step, spec), model, spec, state.model_state, rng)
   diverged_step = jnp.where((state.diverged_step < 0) & ~jnp.isfinite(loss), step,
                             state.diverged_step)
-  updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  updates, new_opt_state = opt.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   keep = functools.partial(jnp.where, diverged_step < 0)  # frozen from the diverged step on
   return TrainState(jax.tree.map(keep, new_params, state.params),

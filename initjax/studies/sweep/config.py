@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 
 from initjax.core.errors import ConfigError
+from initjax.nn import normalization
 from initjax.nn.activations import activation_names
 from initjax.nn.initializers import get_initializer, initializer_names
 from initjax.theory import architectures
 from initjax.training import data as data_lib
 from initjax.training.optimizers import DEFAULT_LEARNING_RATES, optimizer_names
+from initjax.training.parametrization import parametrization_names
 
 SIGMA2_W_PREFIX = "sigma2_w="
 
@@ -115,7 +117,12 @@ class SweepConfig:
   that learning rate only, instead of at every rate of `learning_rates` (the phase diagram's
   learning rate chosen per sigma2_w).
   archs: `initjax.architectures` names; branch_scale, kernel_size and padding are the residual
-  MLP's and the CNN's options. bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  MLP's and the CNN's options. recurrent_inits: the recurrent kernels' initializers of the
+  recurrent architectures (rnn, lstm, gru), one more grid axis for them (empty: orthogonal);
+  their depth is the number of time steps, each example's values read as depth steps.
+  bias_variance: biases drawn from N(0, bias_variance) (0: zeros).
+  norms: normalizations of the hidden pre-activations (`initjax.nn.normalization.NORMS`), a grid
+  axis; every architecture listed must have every norm listed.
 
   Raises:
     ConfigError(field, message listing what is allowed) on construction.
@@ -143,9 +150,28 @@ class SweepConfig:
   kernel_size: int = 5
   padding: str = "circular"
   init_learning_rates: tuple[tuple[str, str, float], ...] = ()
+  # abc-parametrizations (`initjax.training.parametrization`), each a grid axis; muP and ntk
+  # scale with width / base_width (0: the narrowest width). sp points keep their names.
+  parametrizations: tuple[str, ...] = ("sp",)
+  base_width: int = 0
+
+  recurrent_inits: tuple[str, ...] = ()
+  norms: tuple[str, ...] = ("none",)
 
   def __post_init__(self):
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    object.__setattr__(self, "parametrizations", tuple(self.parametrizations))
+    _check_names("parametrizations", self.parametrizations, parametrization_names())
+    _check_unique("parametrizations", self.parametrizations)
+    _check_int("base_width", self.base_width, 0)
+    if set(self.parametrizations) != {"sp"} and set(self.archs) != {"mlp"}:
+      raise ConfigError("parametrizations", "a parametrization other than sp needs "
+                        "--archs=mlp (the book's MLP); got archs "
+                        f"{', '.join(self.archs)}")
+    if set(self.parametrizations) != {"sp"} and tuple(self.norms) != ("none",):
+      raise ConfigError("parametrizations", "a parametrization other than sp needs "
+                        f"--norms=none; got norms {', '.join(self.norms)}")
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
+                  "recurrent_inits", "norms"):
       object.__setattr__(self, field, tuple(getattr(self, field)))
     object.__setattr__(self, "learning_rates", tuple(
         (o, tuple(lrs)) for o, lrs in self.learning_rates))
@@ -168,6 +194,7 @@ class SweepConfig:
         isinstance(self.bias_variance, (int, float)) and math.isfinite(self.bias_variance)
         and self.bias_variance >= 0):
       raise ConfigError("bias_variance", f"must be a finite number >= 0; got {self.bias_variance}")
+    self._check_norms()
     _check_names("activations", self.activations, activation_names())
     _check_names("optimizers", self.optimizers, optimizer_names())
     _check_names("dataset", [self.dataset], data_lib.dataset_names())
@@ -188,6 +215,7 @@ class SweepConfig:
         _check_learning_rate(lr)
       _check_unique("learning_rates", lrs)
     self._check_init_learning_rates()
+    self._check_recurrent()
     for field in ("num_seeds", "steps", "batch_size", "log_every", "eval_every", "stats_every",
                   "stats_batch_size"):
       _check_int(field, getattr(self, field), 1)
@@ -207,9 +235,63 @@ class SweepConfig:
       raise ConfigError("loss_threshold",
                         f"must be a finite number > 0; got {self.loss_threshold}")
 
-  def arch_options(self) -> architectures.ArchOptions:
+  def _check_recurrent(self) -> None:
+    recurrent = [a for a in self.archs if architectures.is_recurrent(a)]
+    allowed = architectures.recurrent_init_names()
+    if self.recurrent_inits and not recurrent:
+      raise ConfigError("recurrent_inits", "apply to the recurrent architectures only "
+                        f"(--archs={', '.join(architectures.RECURRENT)}); got "
+                        f"--archs={','.join(self.archs)}")
+    for name in self.recurrent_inits:
+      if name not in allowed:
+        raise ConfigError("recurrent_inits", f"unknown value {name!r}; allowed: "
+                          f"{', '.join(allowed)}")
+    _check_unique("recurrent_inits", self.recurrent_inits)
+    if recurrent and len(recurrent) == len(self.archs):
+      for name, owner in (("kernel_size", "cnn"), ("padding", "cnn"), ("branch_scale", "resmlp")):
+        if getattr(self, name) != SweepConfig.__dataclass_fields__[name].default:
+          raise ConfigError(name, f"is an option of --archs={owner}; --archs="
+                            f"{','.join(self.archs)} take --recurrent_inits (allowed: "
+                            f"{', '.join(allowed)})")
+    if recurrent:
+      size = data_lib.dataset_info(self.dataset)["input_size"]
+      fits = [d for d in range(1, size + 1) if size % d == 0]
+      for depth in self.depths:
+        if isinstance(depth, (int, np.integer)) and depth not in fits:
+          raise ConfigError("depths", f"{','.join(recurrent)} read each {self.dataset} example "
+                            f"({size} values) as depth time steps: depth must divide {size}, "
+                            f"one of {', '.join(map(str, fits))}; got {depth}")
+
+  def recurrent_inits_for(self, arch: str) -> tuple[str, ...]:
+    """The recurrent initializers of the grid for `arch` ("" for an architecture without)."""
+    if not architectures.is_recurrent(arch):
+      return ("",)
+    return self.recurrent_inits or ("orthogonal",)
+
+  def base(self) -> int:
+    """The width at which every parametrization is the standard one."""
+    return self.base_width or min(self.widths)
+
+  def arch_options(self, norm: str = "none") -> architectures.ArchOptions:
+    """The architecture options of the sweep, with a grid point's normalization."""
     return architectures.ArchOptions(branch_scale=self.branch_scale,
-                                     kernel_size=self.kernel_size, padding=self.padding)
+                                     kernel_size=self.kernel_size, padding=self.padding,
+                                     norm=norm)
+
+  def _check_norms(self) -> None:
+    _check_names("norms", self.norms, normalization.NORMS)
+    _check_unique("norms", self.norms)
+    for arch in self.archs:
+      for norm in self.norms:
+        try:
+          architectures.check_norm(architectures.get(arch), norm)
+        except ValueError as e:
+          raise ConfigError("norms", str(e)) from None
+    if "batchnorm" in self.norms:
+      for field in ("batch_size", "stats_batch_size"):
+        if isinstance(getattr(self, field), int) and getattr(self, field) < 2:
+          raise ConfigError(f"norms/{field}", "batchnorm needs at least 2 examples per batch "
+                            f"(the batch variance of one example is 0); got {getattr(self, field)}")
 
   def _check_init_learning_rates(self) -> None:
     entries = []
@@ -249,6 +331,8 @@ class SweepConfig:
     """Plain JSON-ready dict; learning_rates resolved per optimizer."""
     d = dataclasses.asdict(self)
     d["learning_rates"] = {o: list(self.learning_rates_for(o)) for o in self.optimizers}
+    if not self.recurrent_inits:    # a sweep without recurrent nets keeps its dict as before
+      del d["recurrent_inits"]
     return d
 
   @classmethod
@@ -259,7 +343,8 @@ class SweepConfig:
       raise ConfigError("config", f"must be a JSON object; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
-    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs"):
+    for field in ("inits", "depths", "widths", "activations", "optimizers", "archs",
+                  "recurrent_inits", "norms"):
       if field in kwargs and not isinstance(kwargs[field], tuple):
         raise ConfigError(field, f"must be a list; got {kwargs[field]!r}")
     rates = d.get("learning_rates") or {}

@@ -34,27 +34,60 @@ class GridPoint:
   optimizer: str
   learning_rate: float
   arch: str = "mlp"
+  recurrent_init: str = ""    # rnn/lstm/gru: the recurrent kernels' initializer
+  norm: str = "none"
+  parametrization: str = "sp"
 
   @property
   def point_id(self) -> str:
     """Stable, file-name-safe id, e.g. he_normal-d30-w100-relu-momentum-lr0.01 (an architecture
-    other than the MLP is its first part: cnn-he_normal-d6-w32-...)."""
+    other than the MLP is its first part: cnn-he_normal-d6-w32-...; a normalization other than
+    none comes next: batchnorm-he_normal-...; a recurrent initializer follows the init:
+    rnn-lecun_normal-rec_identity-d40-...; a parametrization other than sp is its last part:
+    ...-adam-lr0.01-mup)."""
     head = "" if self.arch == "mlp" else f"{self.arch}-"
-    return (f"{head}{self.init}-d{self.depth}-w{self.width}-{self.activation}-{self.optimizer}"
-            f"-lr{self.learning_rate:g}")
+    head += "" if self.norm == "none" else f"{self.norm}-"
+    rec = f"-rec_{self.recurrent_init}" if self.recurrent_init else ""
+    tail = "" if self.parametrization == "sp" else f"-{self.parametrization}"
+    return (f"{head}{self.init}{rec}-d{self.depth}-w{self.width}-{self.activation}"
+            f"-{self.optimizer}-lr{self.learning_rate:g}{tail}")
+
+  @property
+  def init_label(self) -> str:
+    """The init, and the recurrent one where there is one (tables and legends)."""
+    return f"{self.init}, rec {self.recurrent_init}" if self.recurrent_init else self.init
 
   @property
   def group_key(self) -> tuple:
     """Points with the same group_key share one compiled training program."""
-    return (self.arch, self.depth, self.width, self.activation, self.optimizer)
+    return (self.arch, self.depth, self.width, self.activation, self.optimizer, self.norm,
+            self.parametrization)
+
+  def as_dict(self) -> dict:
+    """The fields, without norm when it is "none", recurrent_init when there is none and
+    parametrization when it is sp (so that points of sweeps from before those existed keep
+    their configuration and fingerprint)."""
+    d = dataclasses.asdict(self)
+    if d["norm"] == "none":
+      del d["norm"]
+    if not d["recurrent_init"]:
+      del d["recurrent_init"]
+    if d["parametrization"] == "sp":
+      del d["parametrization"]
+    return d
 
 
 def expand_grid(config: SweepConfig) -> list[GridPoint]:
-  """All grid points, ordered arch, depth, width, activation, optimizer, learning rate, init."""
-  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch)
-          for arch in config.archs for depth in config.depths for width in config.widths
+  """All grid points, ordered arch, norm, depth, width, activation, optimizer, learning rate,
+  recurrent init (recurrent architectures only), init, parametrization."""
+  return [GridPoint(init, depth, width, activation, optimizer, float(lr), arch, rec, norm,
+                    parametrization)
+          for arch in config.archs for norm in config.norms for depth in config.depths
+          for width in config.widths
           for activation in config.activations for optimizer in config.optimizers
-          for lr in config.grid_learning_rates(optimizer) for init in config.inits
+          for lr in config.grid_learning_rates(optimizer)
+          for rec in config.recurrent_inits_for(arch) for init in config.inits
+          for parametrization in config.parametrizations
           if lr in config.grid_learning_rates(optimizer, init)]
 
 
@@ -72,7 +105,9 @@ def stable_int(text: str) -> int:
 
 
 def point_keys(key: jax.Array, point: GridPoint, num_seeds: int) -> tuple[jax.Array, jax.Array]:
-  """(init keys, data keys), num_seeds each, for a grid point (see the module docstring)."""
+  """(init keys, data keys), num_seeds each, for a grid point (see the module docstring; the
+  normalization does not enter: a batch-normalized network starts from the weights of the plain
+  one, paired)."""
   arch = "" if point.arch == "mlp" else f"/arch={point.arch}"
   k_init = jax.random.fold_in(key, stable_int(
       f"init/depth={point.depth}/width={point.width}/activation={point.activation}{arch}"))

@@ -14,16 +14,18 @@ from initjax import training
 from initjax.core import distributed, parallel, progress
 from initjax.measurement import propagation
 from initjax.nn import initializers
+from initjax.nn.redraw import path_name
 from initjax.studies.sweep import summary as summary_lib
 from initjax.studies.sweep.config import SweepConfig, fan_in_variance, init_arguments
 from initjax.studies.sweep.grid import GridPoint, point_keys, stable_int
 from initjax.theory import architectures
 from initjax.training import batch_training
 from initjax.training import data as data_lib
+from initjax.training import parametrization as pz
 
 INIT_CHUNK = 1000   # networks drawn between two looks at the clock (and at a pending signal)
 CSV_COLUMNS = ("point_id", "arch", "init", "depth", "width", "activation", "optimizer",
-               "learning_rate", "seed", "step", "metric", "layer", "value")
+               "learning_rate", "seed", "step", "metric", "layer", "value", "recurrent_init")
 
 
 def registered_init(init: str) -> tuple[str, dict[str, Any], float]:
@@ -67,6 +69,15 @@ def load_data(config: SweepConfig) -> dict[str, Any]:
   return data_lib.get_dataset(config.dataset, data_dir=config.data_dir or None)
 
 
+def point_options(config: SweepConfig, point: GridPoint) -> architectures.ArchOptions:
+  """The architecture options of a grid point: the sweep's, with its normalization and its
+  recurrent initializer."""
+  options = config.arch_options(point.norm)
+  if not point.recurrent_init:
+    return options
+  return dataclasses.replace(options, recurrent_init=point.recurrent_init)
+
+
 def train_spec(config: SweepConfig, optimizer: str, task: str) -> training.TrainSpec:
   """The static training settings shared by one group."""
   return training.TrainSpec(optimizer=optimizer, steps=config.steps,
@@ -103,7 +114,7 @@ def _signal_at_init(arch: str, init: str, width: int, depth: int, activation: st
   key = jax.random.fold_in(jax.random.PRNGKey(seed), stable_int(init))
   name, kwargs, scale = registered_init(init)
   draw = weight_initializer(init) if kwargs else name
-  if arch == "mlp":
+  if arch == "mlp" and options.norm == "none":
     spec = propagation.NetworkSpec(input_dim=input_dim, width=width, depth=depth,
                                    output_dim=output_dim, activation=activation,
                                    bias_variance=bias_variance, batch_size=100)
@@ -129,12 +140,16 @@ def point_rows(point: GridPoint, records: dict[str, np.ndarray], per_seed: dict[
   statistics (layer = k of h_k for var_h/var_dl_dh, of f_k for var_dl_df; the architecture's
   `Model.layer_index` says where each starts), and per-seed summaries (step empty;
   steps_to_threshold empty = never)."""
-  base = {"point_id": point.point_id, **dataclasses.asdict(point)}
+  # The CSV's columns (`CSV_COLUMNS`); a normalization other than none and a parametrization
+  # other than sp are in the point_id.
+  base = {"point_id": point.point_id,
+          **{k: v for k, v in dataclasses.asdict(point).items()
+             if k not in ("norm", "parametrization")}}
   steps = config.steps
   log_at = sorted(set(range(0, steps + 1, config.log_every)) | {steps})
   rows = []
   n = records["train_loss"].shape[0]
-  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  model = architectures.get(point.arch).model(point.activation, point_options(config, point))
   layers = {name: range(first, first + records[name].shape[-1])
             for name, first in model.layer_index if name in records}
   for s in range(n):
@@ -171,11 +186,34 @@ def point_result(point: GridPoint, records: dict[str, np.ndarray], config: Sweep
   signal = signal_at_init(point, input_dim=int(data["x_train"].shape[1]),
                           output_dim=data["output_dim"], num_seeds=config.num_seeds,
                           seed=config.seed, bias_variance=config.bias_variance,
-                          options=config.arch_options(), num_devices=num_devices)
+                          options=point_options(config, point), num_devices=num_devices)
   return PointResult(point=point, records=records, eval_steps=eval_at, stats_steps=stats_at,
                      rows=point_rows(point, records, per_seed, eval_at, stats_at, config),
                      summary={**summary_lib.point_summary(point, per_seed),
                               "signal_at_init": signal})
+
+
+def parametrized(point: GridPoint, params_B: Any, spec: training.TrainSpec,
+                 config: SweepConfig, data: dict[str, Any]) -> tuple[Any, training.TrainSpec]:
+  """The group's SP-drawn networks and spec under `point.parametrization` at its width
+  (`initjax.training.parametrization`, in its multiplier-free form `absorbed`, since the
+  built-in models have no forward multipliers): every leaf's init rescaled, and the per-leaf
+  learning-rate multipliers as the spec's `update_scales`."""
+  arch, options = architectures.get(point.arch), config.arch_options()
+
+  def shapes(width):
+    return jax.eval_shape(lambda k: arch.init(
+        k, input_shape=data["x_train"].shape[1:], width=width, depth=point.depth,
+        output_dim=data["output_dim"], weight_init=weight_initializer(point.init),
+        options=options), jax.random.PRNGKey(0))
+
+  kinds = pz.classify(shapes(point.width), shapes(2 * point.width))
+  plan = pz.absorbed(pz.plan(point.parametrization, point.optimizer, kinds, point.width,
+                             config.base()))
+  params_B = jax.tree.map(lambda x, c: x * jnp.asarray(c, x.dtype), params_B, plan.init_scale)
+  scales = tuple((path_name(p), float(v))
+                 for p, v in jax.tree_util.tree_flatten_with_path(plan.lr_scale)[0])
+  return params_B, dataclasses.replace(spec, update_scales=scales)
 
 
 def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepConfig,
@@ -198,7 +236,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     raise ValueError("run_group needs points with one arch, depth, width, activation and "
                      "optimizer")
   first = points[0]
-  arch, options = architectures.get(first.arch), config.arch_options()
+  arch, options = architectures.get(first.arch), point_options(config, first)
   spec = train_spec(config, first.optimizer, data["task"])
   bias_init = (initializers.normal(config.bias_variance) if config.bias_variance > 0 else None)
   params, data_keys, lrs = [], [], []
@@ -210,7 +248,7 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     draw = functools.partial(
         architectures.init_networks, arch, weight_init=weight_initializer(p.init),
         input_shape=data["x_train"].shape[1:], width=p.width, depth=p.depth,
-        output_dim=data["output_dim"], bias_init=bias_init, options=options)
+        output_dim=data["output_dim"], bias_init=bias_init, options=point_options(config, p))
     if config.num_seeds <= INIT_CHUNK:
       params.append(draw(init_keys))
     else:   # in pieces, to say how far it is (each network from its own key: the same values)
@@ -223,11 +261,14 @@ def run_group(points: Sequence[GridPoint], data: dict[str, Any], config: SweepCo
     data_keys.append(keys)
     lrs.append(jnp.full((config.num_seeds,), p.learning_rate, jnp.float32))
   params_B = jax.tree.map(lambda *a: jnp.concatenate(a), *params)
+  if first.parametrization != "sp":
+    params_B, spec = parametrized(first, params_B, spec, config, data)
+  state_B = architectures.init_states(arch, params_B, options)
   out = batch_training.run_networks(
       arch.model(first.activation, options), params_B, jnp.concatenate(data_keys),
       jnp.concatenate(lrs), data_lib.device_arrays(data), spec, devices=devices,
       block=block or group_block(points, config, data, devices or jax.local_devices()),
-      checkpoint=checkpoint)
+      checkpoint=checkpoint, **({"state_B": state_B} if jax.tree.leaves(state_B) else {}))
   n = config.num_seeds
   # The signal at initialization is measured on every local device, whatever `devices`: its
   # seed chunks (and so its last digits) depend on the device count, the point files must not.
@@ -243,7 +284,8 @@ def network_bytes(point: GridPoint, config: SweepConfig, data: dict[str, Any]) -
   input_shape = tuple(int(d) for d in data["x_train"].shape[1:])
   out, k = int(data["output_dim"]), point.depth
   n_params = architectures.parameter_count(architectures.get(point.arch), input_shape,
-                                           point.width, k, out, config.arch_options())
+                                           point.width, k, out,
+                                           point_options(config, point))
   # Units of one layer's output per example: the CNN keeps the sequence length.
   w = point.width * (input_shape[0] if point.arch == "cnn" else 1)
   n_train, n_test = int(data["x_train"].shape[0]), int(data["x_test"].shape[0])

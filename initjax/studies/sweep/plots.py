@@ -30,6 +30,12 @@ def _grid(n: int):
   return fig, list(axes.flat[:n])
 
 
+def _curve(point) -> str:
+  """A line's legend: the initializer (and the recurrent one), and the normalization other than
+  none."""
+  return point.init_label if point.norm == "none" else f"{point.init_label} + {point.norm}"
+
+
 def _label(ax, key: tuple, xlabel: str, ylabel: str) -> None:
   arch, depth, width, activation, optimizer, lr = key
   ax.set_title(f"{arch}, depth {depth}, width {width}, {activation}\n{optimizer} lr {lr:g}",
@@ -52,7 +58,7 @@ def loss_curves(results: dict[str, PointResult], steps: int, log_every: int, tas
       with warnings.catch_warnings():  # all-NaN columns (every seed diverged) are fine
         warnings.simplefilter("ignore", RuntimeWarning)
         q25, med, q75 = np.nanpercentile(loss_SxT, [25, 50, 75], axis=0)
-      line, = ax.plot(log_at, med, label=r.point.init)
+      line, = ax.plot(log_at, med, label=_curve(r.point))
       ax.fill_between(log_at, q25, q75, color=line.get_color(), alpha=0.25, linewidth=0)
     if task == "classification":
       ax.axhline(math.log(num_classes), color="gray", linestyle=":", linewidth=1,
@@ -76,9 +82,9 @@ def gradient_variance(results: dict[str, PointResult]):
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         start, end = np.nanmedian(v_SxTxK[:, 0], axis=0), np.nanmedian(v_SxTxK[:, -1], axis=0)
-      line, = ax.plot(layers, start, marker=".", label=f"{r.point.init}, step 0")
+      line, = ax.plot(layers, start, marker=".", label=f"{_curve(r.point)}, step 0")
       ax.plot(layers, end, linestyle="--", color=line.get_color(),
-              label=f"{r.point.init}, step {int(r.stats_steps[-1])}")
+              label=f"{_curve(r.point)}, step {int(r.stats_steps[-1])}")
     ax.set_yscale("log")
     _label(ax, key, "hidden layer k", "Var[dl/dh_k]")
   fig.tight_layout()

@@ -19,7 +19,6 @@ existed cannot be verified and counts as damaged too.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -33,7 +32,7 @@ from initjax.core import distributed
 from initjax.core.results import atomic_write_bytes, atomic_write_json, csv_bytes, json_sha256
 from initjax.studies.sweep.config import SweepConfig
 from initjax.studies.sweep.grid import GridPoint, expand_grid
-from initjax.studies.sweep.group import CSV_COLUMNS, PointResult, train_spec
+from initjax.studies.sweep.group import CSV_COLUMNS, PointResult, point_options, train_spec
 from initjax.theory import architectures
 from initjax.training import data as data_lib
 
@@ -48,8 +47,13 @@ POINT_SETTINGS = ("dataset", "seed", "num_seeds", "steps", "batch_size", "log_ev
 
 
 def point_config(config: SweepConfig, point: GridPoint) -> dict[str, Any]:
-  """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`."""
-  return {**dataclasses.asdict(point), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  """Everything a grid point's results depend on: its grid parameters and `POINT_SETTINGS`
+  (a point without a norm or a recurrent initializer keeps the fingerprint it had before
+  there were)."""
+  cfg = {**point.as_dict(), **{k: getattr(config, k) for k in POINT_SETTINGS}}
+  if point.parametrization != "sp":
+    cfg["base_width"] = config.base()
+  return cfg
 
 
 def fingerprint(point_cfg: dict[str, Any]) -> str:
@@ -239,7 +243,7 @@ def records_from_rows(rows: Sequence[dict[str, Any]], point: GridPoint, config: 
              "stats_loss": nan(n, len(stats_at)), "diverged_step": np.full((n,), -1, np.int32)}
   if task == "classification":
     records["test_accuracy"] = nan(n, len(eval_at))
-  model = architectures.get(point.arch).model(point.activation, config.arch_options())
+  model = architectures.get(point.arch).model(point.activation, point_options(config, point))
   first = dict(model.layer_index)
   layered = {r["metric"] for r in rows if r["layer"] is not None}
   for metric in layered:

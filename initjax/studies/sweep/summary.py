@@ -2,7 +2,6 @@
 over seeds, the summary table and the definitions written next to it."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -95,7 +94,7 @@ def point_summary(point: GridPoint, per_seed: dict[str, np.ndarray]) -> dict[str
 
   reach = np.where(np.isnan(per_seed["steps_to_threshold"]), np.inf, per_seed["steps_to_threshold"])
   median_reach = float(np.median(reach))
-  summary = {"point_id": point.point_id, **dataclasses.asdict(point), "num_seeds": n,
+  summary = {"point_id": point.point_id, **point.as_dict(), "num_seeds": n,
              "median_final_train_loss": nan_stat(np.median, per_seed["final_train_loss"]),
              "median_steps_to_threshold": median_reach if math.isfinite(median_reach) else None,
              "num_reached_threshold": int(np.isfinite(reach).sum()),
@@ -113,19 +112,26 @@ def format_summary_table(table: Sequence[dict[str, Any]]) -> str:
   header = ("init", "depth", "width", "activation", "optimizer", "lr", "final loss",
             "test acc", "steps to thr", "stalled", "diverged")
   with_arch = any(row.get("arch", "mlp") != "mlp" for row in table)
+  with_norm = any(row.get("norm", "none") != "none" for row in table)
   lines = []
   for row in table:
     acc = ("-" if "test_accuracy_mean" not in row else
            f"{row['test_accuracy_mean']:.3f} +- {row['test_accuracy_std']:.3f}")
     reach = row["median_steps_to_threshold"]
-    lines.append((row["init"], str(row["depth"]), str(row["width"]), row["activation"],
+    init = (f"{row['init']}, rec {row['recurrent_init']}" if row.get("recurrent_init")
+            else row["init"])
+    lines.append((init, str(row["depth"]), str(row["width"]), row["activation"],
                   row["optimizer"], f"{row['learning_rate']:g}",
                   f"{row['median_final_train_loss']:.3f}", acc,
                   "never" if reach is None else f"{reach:.0f}",
                   f"{row['num_stalled']}/{row['num_seeds']}",
                   f"{row['num_diverged']}/{row['num_seeds']}"))
+    if with_norm:
+      lines[-1] = (row.get("norm", "none"),) + lines[-1]
     if with_arch:
       lines[-1] = (row.get("arch", "mlp"),) + lines[-1]
+  if with_norm:
+    header = ("norm",) + header
   if with_arch:
     header = ("arch",) + header
   widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
