@@ -140,6 +140,7 @@ def test_callables_flow_through_networks_and_gradients():
   np.testing.assert_allclose(ref_bp["dl_dh"], got[2]["dl_dh"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_callables_flow_through_propagation():
   """measure() with a ReLU lambda (no slopes declared: the direct forward pass) equals the
   registered "relu" (the log-space pass) to float32 rounding: 1e-4 decades over 4 layers."""

@@ -41,6 +41,7 @@ def test_conv1d_equals_lax_conv(padding):
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 @pytest.mark.parametrize("name", ["resmlp", "cnn"])
 def test_layer_gradients_are_exact(name, x64):
   # dl/dh_k from zero offsets equals a central finite difference of the loss along a random

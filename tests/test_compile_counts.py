@@ -5,6 +5,7 @@ import collections
 import contextlib
 
 import jax
+import pytest
 
 from initjax.measurement import propagation
 from initjax.studies import propagation_figure
@@ -46,6 +47,7 @@ def test_figure_settings_share_one_program():
   assert len(out) == 7
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_measure_compiles_once_per_shape():
   spec = propagation.NetworkSpec(input_dim=5, width=9, depth=4, batch_size=6)
   propagation.measure(jax.random.key(0), spec, weight_init="he_normal", num_seeds=4)

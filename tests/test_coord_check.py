@@ -31,6 +31,7 @@ def _data(n=400, d=40):
           "y_train": (np.arange(n) % 10).astype(np.int32), "output_dim": 10}
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_rows_summary_and_figure_of_a_tiny_check():
   config = cc.CoordCheckConfig(widths=(8, 16), steps=1, num_seeds=2, depth=2,
                                batch_size=20, stats_batch_size=16)

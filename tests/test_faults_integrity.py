@@ -379,6 +379,7 @@ def test_a_task_sharing_the_directory_leaves_shared_temporary_files(tmp_path):
   assert os.path.exists(os.path.join(out, stale))   # task 0 may be writing it
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_a_figure_run_cleans_up_and_keeps_its_kind(tmp_path, env):
   """One small figure run: its killed runs' temporary files go (one line), an unwritable
   compilation cache is one line (not JAX's warning at every compilation: /sys/kernel is a

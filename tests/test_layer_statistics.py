@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from initjax.measurement import layer_statistics, propagation
 from initjax.nn import activations, gradients, networks
@@ -54,6 +55,7 @@ def test_backward_matmul_rescales_exactly():
   np.testing.assert_allclose(lv, np.log10(np.var(direct)) + 2.0, rtol=1e-5)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_network_statistics_equal_direct_float64_gradients():
   # The log-space path (rescaling each layer, scale kept in log10) is exact: it equals the
   # statistics of jax.grad's gradients computed directly in float64, to rounding.
@@ -83,6 +85,7 @@ def test_network_statistics_equal_direct_float64_gradients():
         np.testing.assert_allclose(np.asarray(stats[q]), r, atol=1e-12, err_msg=f"{act} {q}")
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_log_space_float32_equals_float64_direct_where_float64_does_not_overflow():
   # float64 holds every value of the figure (max ~1e170), so its direct path is a reference.
   # Same draws (float32 networks cast to float64). float32 rounding in the rescaled path

@@ -162,6 +162,7 @@ def test_gelu_fixed_point_follows_the_input():
   assert any(not p.stable and math.isfinite(p.q) for p in silu)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_gelu_growth_matches_measurement():
   """REFERENCES.md: from unit-variance inputs GELU at sigma2_w = 3 grows, +0.17 decades per
   layer at width 64. The mean-field rate is log10 F(q^l)/q^l (0.173 averaged over 20 layers from

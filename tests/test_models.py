@@ -81,6 +81,7 @@ def test_a_linen_cnn_trains_vmapped():
   assert len({float(v) for v in out["train_loss"][:, 0]}) == 3
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_an_nnx_module_trains_vmapped():
   data = _data((LENGTH,))
   keys = jax.random.split(jax.random.PRNGKey(2), 3)

@@ -57,6 +57,7 @@ def test_calls_lapack_reads_the_program_inside_scans_and_gradients():
   assert not parallel.calls_lapack(lambda k: jax.random.normal(k, (3, 3)) @ jnp.eye(3), key)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_probe_runs_a_model_that_draws_orthogonal_kernels_on_one_cpu_worker(monkeypatch):
   # nn.LSTMCell draws its recurrent kernels orthogonally itself: the probe sees the QR in the
   # seed's program and asks for one worker, although no initializer argument names it.

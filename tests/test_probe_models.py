@@ -95,6 +95,7 @@ def test_nnx_attention_and_its_default_init():
       assert _within(row["variance"], 1 / row["fan_in"], math.prod(row["shape"])), name
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_equinox_mlp_non_square_layers():
   eqx = pytest.importorskip("equinox")
   model = models.equinox(lambda key: eqx.nn.MLP(40, 10, 64, 2, key=key))
@@ -116,6 +117,7 @@ def test_equinox_mlp_non_square_layers():
   np.testing.assert_allclose(stats["gain_forward"][:, 1:].mean(0), 2.0, rtol=0.1)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_nnx_batchnorm_and_dropout_modes_and_trace():
   x = jax.random.normal(jax.random.key(0), (8, 5, 5, 3))
   train = probe.measure(ConvBNDrop, x, key=jax.random.key(1), num_seeds=4,
@@ -217,6 +219,7 @@ def _scan_model():
   return init_fn, apply_fn
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_tap_inside_lax_scan_and_vmap():
   x = jax.random.normal(jax.random.key(0), (4, 6, 3))
   stats = probe.measure(_scan_model(), x, key=jax.random.key(1), num_seeds=3)
@@ -256,6 +259,7 @@ class Inner(nn.Module):
     return nn.Dense(4)(nn.relu(nn.Dense(8)(x)))
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_aliases_zero_scales_and_gains():
   x = jax.random.normal(jax.random.key(0), (16, 6))
   stats = probe.measure(Wrapper(), x, key=jax.random.key(1), num_seeds=8, weight_init="he_normal")
@@ -296,6 +300,7 @@ def test_dense_gains_are_the_conditions():
   np.testing.assert_allclose(backward, [2.0 * 32 / 48, 32 / 48], rtol=0.05)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_comparing_initializers_compiles_once():
   block = EncoderBlock(d_model=32, heads=4)
   x = jax.random.normal(jax.random.key(0), (2, 4, 32))

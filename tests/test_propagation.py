@@ -99,6 +99,7 @@ def test_float32_direct_path_overflows_and_is_flagged():
   assert summary["num_flagged"][-1] == 2 and np.isnan(summary["log10_median"][-1])
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_chunked_equals_unchunked_and_equals_per_seed_loop():
   spec = propagation.NetworkSpec(input_dim=10, width=12, depth=6, batch_size=5)
   kw = dict(weight_init="he_normal", scales=(1.0, 0.5), num_seeds=7)

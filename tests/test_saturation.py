@@ -51,6 +51,7 @@ def test_distributions_agree_with_the_mlp_statistics_and_numpy(activation):
   np.testing.assert_allclose(got["weight_grad_var"], want, rtol=1e-4)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_standard_init_decays_per_layer_as_the_linear_regime_says():
   # Glorot & Bengio's analysis: n Var[W] = 1/3 per layer, -0.477 decades per layer forward in
   # the linear regime (tanh's is a little steeper, E[tanh'^2] < 1). Width 256, 4 networks.
@@ -65,6 +66,7 @@ def test_standard_init_decays_per_layer_as_the_linear_regime_says():
   assert -0.56 < slope < -0.47, slope
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_run_rows_summary_and_figure():
   data = {"x_train": np.asarray(jax.random.normal(jax.random.key(6), (200, 12)), np.float32),
           "y_train": np.asarray(jax.random.randint(jax.random.key(7), (200,), 0, 3)),

@@ -81,6 +81,7 @@ def test_batchnorm_resnet_trains_with_running_statistics():
     np.testing.assert_allclose(out["test_loss"][b, -1], loss, rtol=2e-5)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_he_vs_xavier_is_one_argument_for_training():
   he, xavier = _resnet("he_normal"), _resnet("xavier_normal")
   k_he = he.params["Conv_0"]["kernel"]          # (2 networks, window 3, 1, 8): fan_in 3
@@ -101,6 +102,7 @@ class DropMLP(nnx.Module):
     return self.out(self.drop(nnx.relu(self.hidden(x))))
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_dropout_masks_differ_across_networks_and_steps_and_are_off_at_eval():
   net = models.networks(DropMLP, jax.random.split(jax.random.key(3), 2), DATA["x_train"])
   one = lambda tree, b: jax.tree.map(lambda a: a[b], tree)  # noqa: E731
@@ -189,6 +191,7 @@ def test_model_errors_are_one_line():
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_equinox_mlp_trains_and_from_flax_takes_unhashable_modules():
   eqx = pytest.importorskip("equinox")
   net = models.networks(models.equinox(lambda key: eqx.nn.MLP(LENGTH, CLASSES, 16, 1, key=key)),

@@ -150,6 +150,7 @@ def test_pad_leading():
   assert b == 3 and same[1].shape == (3,)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_run_networks_matches_train_networks(batched):
   nets, keys, out = batched
   ran = batch_training.run_networks(MODEL, _stack(nets), keys, LRS, DATA, SPEC)
@@ -198,6 +199,7 @@ def test_get_optimizer_errors():
   assert isinstance(get_optimizer("momentum", 0.1), optax.GradientTransformation)
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_train_step_is_one_optax_update_and_freezes_after_a_non_finite_loss():
   net = _one(_networks(["he_normal"])[0])
   optimizer = get_optimizer("sgd", 0.1)

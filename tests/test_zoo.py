@@ -14,6 +14,7 @@ from initjax.studies import zoo
 from tests.subprocess_env import REPO, subprocess_env
 
 
+@pytest.mark.slow  # several seconds: the default suite keeps under ~7 min
 def test_transformer_he_doubles_every_projection_and_layernorm_resets():
   config = zoo.ZooConfig(model="transformer", num_seeds=8, layers=1, width=16)
   result = zoo.run(config)
