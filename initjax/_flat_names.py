@@ -50,6 +50,7 @@ FLAT_NAMES = {
     "phase_diagram": "initjax.studies.phase_diagram",
     "isometry_spectra": "initjax.studies.isometry_spectra",
     "coord_check": "initjax.studies.coord_check",
+    "lr_transfer": "initjax.studies.lr_transfer",
 }
 
 

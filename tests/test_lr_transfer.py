@@ -4,12 +4,14 @@ they were, the per-leaf learning rates of `TrainSpec.update_scales`, and the sum
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from initjax.core.errors import ConfigError
+from initjax.studies import coord_check as cc
 from initjax.studies import lr_transfer
 from initjax.studies.sweep import SweepConfig, expand_grid, store
 from initjax.studies.sweep.group import PointResult
@@ -119,3 +121,56 @@ def test_entry_point_trains_merges_and_mup_is_sp_at_the_base_width(tmp_path_fact
       "final_train_loss"]
   assert (out / "lr_transfer.png").stat().st_size > 0
   assert (out / "points" / "he_normal-d2-w32-relu-adam-lr0.01-mup.json").exists()
+
+
+class _FlaxMLP(nn.Module):
+  """Written as the Flax examples write an MLP."""
+  width: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Dense(self.width)(x))
+    x = nn.relu(nn.Dense(self.width)(x))
+    return nn.Dense(10)(x)
+
+
+def _flax_data(n=200, d=12):
+  rng = np.random.default_rng(0)
+  return {"x_train": rng.normal(size=(n, d)).astype(np.float32),
+          "y_train": (np.arange(n) % 10).astype(np.int32), "output_dim": 10}
+
+
+@pytest.mark.slow   # about 30 s: six compiled programs
+def test_a_flax_models_transfer_trains_as_the_coordinate_check_does():
+  """run_model vmaps the learning rates of a width into one program; each rate's losses must
+  equal those of the coordinate check trained at that rate alone (a separate program), and at
+  the base width muP is SP."""
+  data = _flax_data()
+  factory = cc.flax(lambda w: _FlaxMLP(w), data["x_train"][:2])
+  kw = dict(parametrizations=("sp", "mup"), optimizer="adam", steps=3, num_seeds=2,
+            batch_size=20)
+  out = lr_transfer.run_model(factory, data, widths=(8, 32), learning_rates=(0.01, 0.001), **kw)
+  for j, lr in enumerate((0.01, 0.001)):
+    alone = cc.run(cc.CoordCheckConfig(widths=(8, 32), learning_rate=lr, stats_batch_size=8,
+                                       **kw), data, factory=factory)
+    for key, losses in alone["losses"].items():
+      # float32, the same operations in another program: equal to rounding
+      np.testing.assert_allclose(out["losses"][key][j], losses, rtol=1e-5)
+  np.testing.assert_allclose(out["losses"][(8, "sp")], out["losses"][(8, "mup")], rtol=1e-6)
+  for name in ("sp", "mup"):
+    s = out["parametrizations"][name]
+    for width, curve in s["widths"].items():
+      finals = {lr: lr_transfer.final_loss(out["losses"][(width, name)][j])
+                for j, lr in enumerate((0.01, 0.001))}
+      assert curve["learning_rates"] == [0.001, 0.01]
+      assert curve["final_train_loss"] == [finals[0.001], finals[0.01]]
+      assert curve["best_learning_rate"] == min(finals, key=finals.get)
+    assert s["best_lr_spread_decades"] in (0.0, 1.0)
+
+
+def test_final_loss_is_the_tail_mean_median_and_inf_when_half_diverge():
+  losses = np.array([[3.0] * 19 + [1.0], [3.0] * 19 + [2.0], [3.0] * 19 + [np.nan]])
+  assert lr_transfer.final_loss(losses) == 1.5         # last 5% of 20 steps = 1; seed 3 out
+  assert lr_transfer.final_loss(losses[1:]) == float("inf")   # 1 of 2 diverged
+  with pytest.raises(ValueError, match="learning_rates"):
+    lr_transfer.run_model(lambda w: None, _flax_data(), widths=(8, 16), learning_rates=())
