@@ -5,24 +5,14 @@ import json
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from initjax.core.errors import ConfigError
 from initjax.studies import coord_check as cc
+from tests.flax_models import MLP
 from tests.subprocess_env import REPO, one_error_line, subprocess_env
-
-
-class MLP(nn.Module):
-  width: int
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(self.width)(x))
-    x = nn.relu(nn.Dense(self.width)(x))
-    return nn.Dense(10)(x)
 
 
 def _data(n=400, d=40):

@@ -4,7 +4,6 @@ they were, the per-leaf learning rates of `TrainSpec.update_scales`, and the sum
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -16,6 +15,7 @@ from initjax.studies import lr_transfer
 from initjax.studies.sweep import SweepConfig, expand_grid, store
 from initjax.studies.sweep.group import PointResult
 from initjax.training import loop
+from tests.flax_models import MLP
 from tests.subprocess_env import REPO, one_error_line, subprocess_env
 
 
@@ -123,17 +123,6 @@ def test_entry_point_trains_merges_and_mup_is_sp_at_the_base_width(tmp_path_fact
   assert (out / "points" / "he_normal-d2-w32-relu-adam-lr0.01-mup.json").exists()
 
 
-class _FlaxMLP(nn.Module):
-  """Written as the Flax examples write an MLP."""
-  width: int
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(self.width)(x))
-    x = nn.relu(nn.Dense(self.width)(x))
-    return nn.Dense(10)(x)
-
-
 def _flax_data(n=200, d=12):
   rng = np.random.default_rng(0)
   return {"x_train": rng.normal(size=(n, d)).astype(np.float32),
@@ -146,7 +135,7 @@ def test_a_flax_models_transfer_trains_as_the_coordinate_check_does():
   equal those of the coordinate check trained at that rate alone (a separate program), and at
   the base width muP is SP."""
   data = _flax_data()
-  factory = cc.flax(lambda w: _FlaxMLP(w), data["x_train"][:2])
+  factory = cc.flax(MLP, data["x_train"][:2])
   kw = dict(parametrizations=("sp", "mup"), optimizer="adam", steps=3, num_seeds=2,
             batch_size=20)
   out = lr_transfer.run_model(factory, data, widths=(8, 32), learning_rates=(0.01, 0.001), **kw)

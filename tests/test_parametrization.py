@@ -2,7 +2,6 @@
 leaves by which dimensions grow with width (initjax's MLP and a Flax model written as Flax's
 examples write them), the per-leaf multipliers against the `mup` package's rules and Tensor
 Programs V's Table 3, and the optax transformation composing with optimizers."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,16 +10,7 @@ import pytest
 
 import initjax
 from initjax.training import parametrization as pz
-
-
-class MLP(nn.Module):
-  width: int
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(self.width)(x))
-    x = nn.relu(nn.Dense(self.width)(x))
-    return nn.Dense(10)(x)
+from tests.flax_models import MLP
 
 
 def _mlp_shapes(width, depth=3):
