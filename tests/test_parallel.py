@@ -139,3 +139,28 @@ def test_chunk_size_fits_memory_and_devices():
   assert parallel.chunk_size(10, 1e6, cpu, available_bytes=1e12) == 12   # padded to 4s
   assert parallel.chunk_size(100, 1e6, cpu, available_bytes=2.2e7) == 8  # 11 fit -> 8
   assert parallel.chunk_size(100, 1e9, cpu, available_bytes=1e6) == 4    # >= 1 per device
+
+
+def test_block_vmap_equals_vmap_and_runs_a_block_of_one_unbatched():
+  # Nested in_axes with None (unmapped) and axis 1 (the stacked layers' layout), a tuple of
+  # out_axes: the same values as jax.vmap for blocks of 1 and 3; for the block of one the
+  # function sees the item itself, not a batch (called eagerly here: a concrete array).
+  seen = []
+
+  def fn(tree, scale, b):
+    seen.append((tree["w"].shape, isinstance(tree["w"], jax.core.Tracer)))
+    return {"w": tree["w"] * scale + b, "u": tree["u"].sum()}, b * 2
+
+  in_axes = ({"w": 1, "u": 0}, None, 0)
+  out_axes = ({"w": 1, "u": 0}, 0)
+  for block in (1, 3):
+    tree = {"w": jnp.arange(2.0 * block * 4).reshape(2, block, 4),
+            "u": jnp.arange(block * 5.0).reshape(block, 5)}
+    b = jnp.arange(block * 4.0).reshape(block, 4)
+    seen.clear()
+    got = parallel.block_vmap(fn, in_axes, out_axes)(tree, 3.0, b)
+    assert seen == [((2, 4), block > 1)], seen
+    want = jax.vmap(fn, in_axes, out_axes)(tree, 3.0, b)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(g, w)

@@ -147,17 +147,18 @@ def _programs(model: Model, spec: TrainSpec, params_struct: Any, data_struct: An
 
   @jax.jit
   def init_block(params_B, lrs_B, model_state_B, data):
-    return jax.vmap(lambda p, lr, s: init_state(model, p, lr, data, spec, s), out_axes=axes)(
-        params_B, lrs_B, model_state_B)
+    return parallel.block_vmap(lambda p, lr, s: init_state(model, p, lr, data, spec, s),
+                               out_axes=axes)(params_B, lrs_B, model_state_B)
 
   def rec(state_B, step, data):
-    return jax.vmap(lambda s: s._replace(
+    return parallel.block_vmap(lambda s: s._replace(
         records=record(s.records, s.params, step, model, data, spec, s.model_state)),
-                    in_axes=(axes,), out_axes=axes)(state_B)
+                               in_axes=(axes,), out_axes=axes)(state_B)
 
   def step_fn(state_B, step, lrs_B, keys_B, data):
-    return jax.vmap(functools.partial(train_step, model=model, data=data, spec=spec),
-                    in_axes=(axes, None, 0, 0), out_axes=(axes, 0))(state_B, step, lrs_B, keys_B)
+    return parallel.block_vmap(functools.partial(train_step, model=model, data=data, spec=spec),
+                               in_axes=(axes, None, 0, 0), out_axes=(axes, 0))(
+                                   state_B, step, lrs_B, keys_B)
 
   def advance_block(state_B, keys_B, lrs_B, first_chunk, data, *, num_chunks):
     def chunk(state, c):
@@ -175,7 +176,7 @@ def _programs(model: Model, spec: TrainSpec, params_struct: Any, data_struct: An
 
   @jax.jit
   def finish_block(state_B, losses_B, keys_B, data):
-    return jax.vmap(functools.partial(finish_one, data=data), in_axes=(axes, 0, 0))(
+    return parallel.block_vmap(functools.partial(finish_one, data=data), in_axes=(axes, 0, 0))(
         state_B, losses_B, keys_B)
 
   if step_loop == "host":
