@@ -21,6 +21,8 @@ Sections (`scripts/bench/`, one module each):
   training      (child) depth-30 ReLU MLPs trained with momentum SGD, widths 100 and 32:
                 `run_networks` against a PyTorch loop over seeds and torch.func vmap
   cnn           (child) the 1-D CNN: vmapped against a per-seed loop and PyTorch
+  recurrent     (child) tanh rnn and lstm (width 64, MNIST-1D-shaped inputs read as 40 steps)
+                trained with momentum SGD: `run_networks` against loops of nn.RNN / nn.LSTM
   models        (child) the probe against a PyTorch loop with hooks; compiles per initializer
                 comparison; nn.RNN's probe compile time at 50 and 200 steps; a BatchNorm
                 ResNet's vmapped training against a PyTorch loop
@@ -55,7 +57,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # pylint: disable-next=wrong-import-position
 from bench import children, machine, modes, report, table, torch_peers
 
-ORDER = ("matmul", "propagation", "training", "cnn", "models", "compile", "memory",
+ORDER = ("matmul", "propagation", "training", "cnn", "recurrent", "models", "compile", "memory",
          "sweep_start", "isometry")
 CHILD_TIMEOUT_S = 3600.0
 
@@ -83,7 +85,8 @@ METHOD = (
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="smaller run, about 5.5 min on 2 CPU cores")
+  parser.add_argument("--quick", action="store_true",
+                      help="smaller run, about 5.5 min on 2 CPU cores")
   parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests)")
   parser.add_argument("--output", default="benchmark.json", help="JSON output path")
   parser.add_argument("--skip", default="", help=f"comma-separated sections: {','.join(ORDER)}")

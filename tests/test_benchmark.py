@@ -26,6 +26,8 @@ NO_TORCH = "INITJAX_BENCH_NO_TORCH"
 TORCH_RATIOS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                 "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                 "cnn_training_vs_torch_loop", "cnn_training_vs_torch_vmap",
+                "rnn_training_vs_torch_loop", "lstm_training_vs_torch_loop",
+                "rnn_training_vs_torch_vmap", "lstm_training_vs_torch_vmap",
                 "propagation_vs_torch_loop")
 RATIO_KEYS = TORCH_RATIOS + (
     "propagation_vs_numpy_loop", "propagation_vs_jit_loop", "propagation_fraction_of_matmul_peak",
@@ -36,6 +38,7 @@ RATIO_KEYS = TORCH_RATIOS + (
 TARGET_KEYS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                "training_fraction_of_matmul_peak", "cnn_training_vs_torch_loop",
+               "rnn_training_vs_torch_loop", "lstm_training_vs_torch_loop",
                "propagation_vs_numpy_loop", "propagation_vs_jit_loop",
                "propagation_fraction_of_matmul_peak", "isometry_vs_numpy_loop",
                "isometry_measure_s")
@@ -82,15 +85,16 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
   assert (res["torch"] == "measured") == measured, res["torch"]
   check_ratios_and_targets(res, measured)
   for key in ("machine", "versions", "flop_convention", "matmul", "propagation", "training",
-              "cnn", "compile", "memory", "sweep_start", "isometry"):
+              "cnn", "recurrent", "compile", "memory", "sweep_start", "isometry"):
     assert key in res, key
     assert "error" not in res[key], res[key]["error"]
   for rows in (res["training"]["w100"], res["training"]["w32"], res["cnn"],
-               res["propagation"]["8"]):
+               res["recurrent"]["rnn"], res["recurrent"]["lstm"], res["propagation"]["8"]):
     assert bool(torch_rows(rows)) == measured, list(rows)
     assert (rows["_torch"] == "measured") == measured, rows["_torch"]
   if measured:   # the loop and torch.func vmap (1 thread in --tiny) train like initjax
-    for rows in (res["training"]["w100"], res["cnn"]):
+    for rows in (res["training"]["w100"], res["cnn"], res["recurrent"]["rnn"],
+                 res["recurrent"]["lstm"]):
       assert {"torch loop (1 thread)", "torch.func vmap (1 thread)"} <= set(rows)
       ours = rows["initjax run_networks"]
       for name in torch_rows(rows):
@@ -137,6 +141,11 @@ def he_params(w, rng) -> dict:
     return np.zeros((w.networks,) + shape, np.float32)
 
   k, d, s = w.width, w.depth, w.kernel_size
+  if w.arch in ("rnn", "lstm"):   # per gate: kernels (D, H) and (H, H), one bias each
+    g, inputs = {"rnn": 1, "lstm": 4}[w.arch], w.length // w.depth
+    return {"kernel_x": he(inputs, g, inputs, k), "kernel_h": he(k, g, k, k),
+            "beta": (rng.standard_normal((w.networks, g * k)) * 0.1).astype(np.float32),
+            "omega_out": he(k, w.classes, k), "beta_out": zeros(w.classes)}
   if w.arch == "mlp":   # Omega (out, in)
     first, hidden = {"omega_0": he(w.length, k, w.length)}, {"omega_hidden": he(k, d - 1, k, k)}
   else:                 # kernels (s, C_in, C_out)
@@ -146,7 +155,7 @@ def he_params(w, rng) -> dict:
           "omega_out": he(fan_out, w.classes, fan_out), "beta_out": zeros(w.classes)}
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "rnn", "lstm"])
 def test_torch_peers_train_alike(arch):
   """The PyTorch loop and torch.func vmap train the same networks from the same weights on the
   same minibatches: the same losses."""
@@ -154,8 +163,9 @@ def test_torch_peers_train_alike(arch):
     pytest.skip("torch is not installed (or INITJAX_BENCH_NO_TORCH is set)")
   sys.path.insert(0, SCRIPTS)
   from bench import threads, torch_peers, workload  # pylint: disable=import-outside-toplevel
-  w = workload.Workload(arch, length=8, width=6, depth=3, classes=3, networks=2, steps=10,
-                        batch=8, learning_rate=0.05, kernel_size=3)
+  w = workload.Workload(arch, length=8, width=6, depth=4 if arch in ("rnn", "lstm") else 3,
+                        classes=3, networks=2, steps=10, batch=8, learning_rate=0.05,
+                        kernel_size=3)
   data = workload.make_data(n_train=32, n_test=8, input_dim=8, classes=3)
   rng = np.random.default_rng(0)
   initial = torch_peers.state_dicts(w, he_params(w, rng))
@@ -166,3 +176,29 @@ def test_torch_peers_train_alike(arch):
   assert loop.shape == (2, 10) and np.isfinite(loop).all()
   assert loop[:, -3:].mean() < loop[:, :3].mean()   # it learns
   np.testing.assert_allclose(vmap, loop, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm"])
+def test_torch_recurrent_net_computes_initjax_network(arch):
+  """The weights `state_dicts` hands to nn.RNN / nn.LSTM (gate order, transposes, the two
+  biases) make PyTorch's network compute initjax's: the same outputs on the same inputs."""
+  if not torch_expected():
+    pytest.skip("torch is not installed (or INITJAX_BENCH_NO_TORCH is set)")
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, SCRIPTS)
+  from bench import torch_peers, workload  # pylint: disable=import-outside-toplevel
+  w = workload.Workload(arch, length=12, width=5, depth=6, classes=3, networks=2, steps=1,
+                        batch=4, learning_rate=0.1)
+  params = jax.tree.map(np.asarray, workload.initial_params(w))
+  params["beta"] = np.random.default_rng(0).standard_normal(params["beta"].shape).astype(
+      np.float32)                                   # every gate's bias counts
+  x = np.random.default_rng(1).standard_normal((7, 12)).astype(np.float32)
+  model = workload.initjax_model(w)
+  for s, sd in enumerate(torch_peers.state_dicts(w, params)):
+    net = torch_peers.build_module(w)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    with torch.no_grad():
+      got = net(torch.from_numpy(x)).numpy()
+    want = model.apply(jax.tree.map(lambda a, s=s: a[s], params), x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ Sections (what is measured):
   torch_peers   what a PyTorch user runs instead: a loop over seeds, torch.func vmap
   training      MLP training throughput, initjax vs PyTorch, at two widths
   cnn           1-D CNN training throughput: vmapped vs a per-seed loop vs PyTorch
+                (`training.run_recurrent`: the rnn and lstm against nn.RNN / nn.LSTM loops)
   compile_time  compilation time of the propagation and training programs by depth
   memory        peak resident memory of a 10,000-seed propagation run
   sweep_start   cold vs warm start of `python -m experiments.sweep` (persistent compile cache)

@@ -24,6 +24,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "training_fraction_of_matmul_peak": (">=", 0.65),
     "cnn_training_vs_torch_loop": (">", 1.0),
     "cnn_training_vs_seed_loop": (">", 1.0),
+    "rnn_training_vs_torch_loop": (">=", 1.0),    # issue 19
+    "lstm_training_vs_torch_loop": (">=", 1.0),
     "compile_time_200_over_10_layers": ("<=", 1.5),
     "compile_time_200_over_10_layers_training": ("<=", 1.5),
     "peak_rss_gb_10000_seeds": ("<", 4.0),
@@ -95,16 +97,21 @@ def propagation_ratios(res: dict, peak: float | None) -> dict[str, float | None]
   }
 
 
+def _against_torch(rows: dict, prefix: str, suffix: str = "") -> dict[str, float | None]:
+  """initjax's training rate over each PyTorch arrangement's best (loop, vmap, processes)."""
+  rate = "network_steps_per_s"
+  ours = rows.get(OURS, {}).get(rate)
+  return {f"{prefix}_vs_torch_{name}{suffix}": ratio(ours, _best(rows, row, rate))
+          for name, row in (("loop", TORCH_LOOP), ("vmap", TORCH_VMAP),
+                            ("processes", TORCH_PROCESSES))}
+
+
 def training_ratios(res: dict, peak: float | None) -> dict[str, float | None]:
   rate = "network_steps_per_s"
   train = _rows(res.get("training"))
   out: dict[str, float | None] = {}
   for slot in ("w100", "w32"):
-    rows = _rows(train.get(slot))
-    ours = rows.get(OURS, {}).get(rate)
-    out[f"training_vs_torch_loop_{slot}"] = ratio(ours, _best(rows, TORCH_LOOP, rate))
-    out[f"training_vs_torch_vmap_{slot}"] = ratio(ours, _best(rows, TORCH_VMAP, rate))
-    out[f"training_vs_torch_processes_{slot}"] = ratio(ours, _best(rows, TORCH_PROCESSES, rate))
+    out.update(_against_torch(_rows(train.get(slot)), "training", f"_{slot}"))
   w100 = _rows(train.get("w100"))
   seq = w100.get(SEED_LOOP, {}).get(rate)
   out["training_fraction_of_matmul_peak"] = ratio(w100.get(OURS, {}).get("gflops"), peak)
@@ -113,10 +120,12 @@ def training_ratios(res: dict, peak: float | None) -> dict[str, float | None]:
   cnn = _rows(res.get("cnn"))
   ours = cnn.get(OURS, {}).get(rate)
   seed_loop = cnn.get(SEED_LOOP, {}).get(rate)
-  out["cnn_training_vs_torch_loop"] = ratio(ours, _best(cnn, TORCH_LOOP, rate))
+  out.update(_against_torch(cnn, "cnn_training"))
   out["cnn_training_vs_seed_loop"] = ratio(ours, seed_loop)
-  out["cnn_training_vs_torch_vmap"] = ratio(ours, _best(cnn, TORCH_VMAP, rate))
   out["cnn_training_1_device_vs_seed_loop"] = ratio(cnn.get(ONE_DEVICE, {}).get(rate), seed_loop)
+  recurrent = _rows(res.get("recurrent"))
+  for cell in ("rnn", "lstm"):
+    out.update(_against_torch(_rows(recurrent.get(cell)), f"{cell}_training"))
   return out
 
 

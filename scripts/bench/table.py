@@ -73,15 +73,21 @@ def training_rows(title: str, rows: dict) -> None:
           f"{note}")
 
 
+def _slots(res: dict, section: str, title: str) -> None:
+  """The rows of each slot of a section with slots (training widths, recurrent cells)."""
+  rows = res.get(section)
+  if rows and "error" in rows:
+    print(f"\n{title}: {rows['error'][-1500:]}")
+  elif rows:
+    for slot, slot_rows in rows.items():
+      training_rows(f"{title} {slot}", slot_rows)
+
+
 def training(res: dict) -> None:
-  tr = res.get("training")
-  if tr and "error" in tr:
-    print(f"\nTraining: {tr['error'][-1500:]}")
-  elif tr:
-    for slot, rows in tr.items():
-      training_rows(f"Training {slot}", rows)
+  _slots(res, "training", "Training")
   if res.get("cnn"):
     training_rows("CNN training", res["cnn"])
+  _slots(res, "recurrent", "Recurrent training (depth = time steps):")
 
 
 def model_rows(res: dict) -> None:

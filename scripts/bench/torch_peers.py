@@ -1,7 +1,9 @@
 """What a researcher runs instead of initjax: PyTorch, on the same workload (`bench.workload`).
 
   * `TorchRun.loop`: the common script. One `nn.Sequential` per seed (nn.Linear/ReLU, or
-    nn.Conv1d with circular padding/ReLU and a linear head), `torch.optim.SGD(momentum=0.9)`,
+    nn.Conv1d with circular padding/ReLU and a linear head; for a recurrent workload
+    `RecurrentNet`: `nn.RNN` / `nn.LSTM`, batch_first, and a linear head on the last hidden
+    state), `torch.optim.SGD(momentum=0.9)`,
     a plain Python loop over seeds and steps: forward, backward, `opt.step()`.
   * `TorchRun.vmap`: PyTorch's model-ensembling recipe. `torch.func.stack_module_state` over
     the S modules, `vmap(grad_and_value(loss))` of a `functional_call`, and the same momentum
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import functools
 import multiprocessing
 import os
 import sys
@@ -27,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.workload import Workload
+from bench.workload import RECURRENT, Workload
 
 # Set (to anything but "" or "0") to run as if PyTorch were not installed: `hide_if_asked` makes
 # `import torch` fail in the benchmark's processes (its children inherit the variable).
@@ -62,9 +65,34 @@ def device_name(jax_platform: str) -> str:
   return "cuda" if jax_platform == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def build_module(w: Workload):
-  """The network of `w` as an `nn.Sequential` (weights are overwritten by `state_dicts`)."""
+@functools.lru_cache(maxsize=1)
+def _recurrent_net_class():
+  """`RecurrentNet`, defined on first use (this module imports PyTorch lazily)."""
   from torch import nn  # pylint: disable=import-outside-toplevel
+
+  class RecurrentNet(nn.Module):
+    """nn.RNN (tanh) or nn.LSTM over the input read as `steps` steps, then nn.Linear on the
+    last hidden state: initjax's `rnn` / `lstm` architecture."""
+
+    def __init__(self, cell: str, input_size: int, hidden: int, classes: int, steps: int):
+      super().__init__()
+      self.steps = steps
+      self.rnn = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell](input_size, hidden, batch_first=True)
+      self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+      out, _ = self.rnn(x.reshape(x.shape[0], self.steps, -1))
+      return self.head(out[:, -1])
+
+  return RecurrentNet
+
+
+def build_module(w: Workload):
+  """The network of `w` as an `nn.Sequential` or `RecurrentNet` (weights are overwritten by
+  `state_dicts`)."""
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  if w.arch in RECURRENT:
+    return _recurrent_net_class()(w.arch, w.length // w.depth, w.width, w.classes, w.depth)
   if w.arch == "mlp":
     layers: list[Any] = [nn.Linear(w.length, w.width), nn.ReLU()]
     for _ in range(w.depth - 1):
@@ -83,10 +111,21 @@ def state_dicts(w: Workload, params: dict[str, np.ndarray]) -> list[dict[str, np
 
   MLP: initjax's Omega_k is (out, in), as nn.Linear's weight. CNN: kernels (s, C_in, C_out) ->
   Conv1d's (C_out, C_in, s); the head reads the last layer flattened as (L, C) in initjax and
-  (C, L) in PyTorch, so its columns are reordered.
+  (C, L) in PyTorch, so its columns are reordered. Recurrent: the gates' kernels (G, D, H) and
+  (G, H, H) -> weight_ih (G H, D) and weight_hh (G H, H), gates in the same order (PyTorch's
+  LSTM, like Flax's: i, f, g, o); initjax's one bias per gate is bias_ih, bias_hh is zero.
   """
   out = []
   for s in range(w.networks):
+    if w.arch in RECURRENT:
+      kx, kh = params["kernel_x"][s], params["kernel_h"][s]
+      sd = {"rnn.weight_ih_l0": np.concatenate([k.T for k in kx]),
+            "rnn.weight_hh_l0": np.concatenate([k.T for k in kh]),
+            "rnn.bias_ih_l0": params["beta"][s],
+            "rnn.bias_hh_l0": np.zeros_like(params["beta"][s]),
+            "head.weight": params["omega_out"][s], "head.bias": params["beta_out"][s]}
+      out.append({k: np.array(v, np.float32, order="C") for k, v in sd.items()})
+      continue
     if w.arch == "mlp":
       weights = ([params["omega_0"][s]] + list(params["omega_hidden"][s])
                  + [params["omega_out"][s]])

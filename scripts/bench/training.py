@@ -150,6 +150,15 @@ def run_mlp(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
           for slot, width in t["widths"].items()}
 
 
+def run_recurrent(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
+  """The recurrent workloads, one slot per cell (rnn, lstm): the input read as time steps,
+  tanh, PyTorch's nn.RNN / nn.LSTM as the peers (issue 19: at least as fast as their loop)."""
+  r, d = cfg["recurrent"], cfg["data"]
+  data = workload.make_data(**d)
+  return {cell: compare(workload.recurrent_workload(r, d, cell), data, r, log, cfg["max_threads"])
+          for cell in r["cells"]}
+
+
 def run_cnn(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
   """The 1-D CNN workload: its vmapped training must beat a per-seed loop and PyTorch."""
   c, d = cfg["cnn"], cfg["data"]

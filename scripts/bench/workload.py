@@ -3,9 +3,11 @@
   * data: MNIST-1D-shaped (N x 40 inputs, 10 classes), drawn with NumPy: standard-normal inputs,
     labels from a random linear teacher (argmax of x W), so the loss falls and the contenders'
     losses can be compared (same work, same optimization);
-  * networks: the book's ReLU MLP (`initjax.models.mlp`) or the 1-D CNN
-    (`initjax.architectures.get("cnn")`), He-initialized (plain normal, variance 2 / fan_in,
-    zero biases) by initjax; the PyTorch peers start from the very same weights;
+  * networks: the book's ReLU MLP (`initjax.models.mlp`), the 1-D CNN
+    (`initjax.architectures.get("cnn")`), or a tanh recurrent net (`rnn`, `lstm`: the input read
+    as `depth` time steps, a readout of the last hidden state; orthogonal recurrent kernels),
+    He-initialized (plain normal, variance 2 / fan_in, zero biases) by initjax; the PyTorch
+    peers start from the very same weights;
   * optimizer: SGD with momentum 0.9 (optax's `sgd(lr, momentum=0.9)`, PyTorch's
     `SGD(lr, momentum=0.9)`: the same update), softmax cross-entropy, minibatches drawn from a
     per-network permutation of the training set, a new one every epoch: initjax's, drawn from
@@ -24,10 +26,10 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Workload:
   """S networks trained for T steps; `width` is the CNN's number of channels."""
-  arch: str                   # "mlp" or "cnn"
+  arch: str                   # "mlp", "cnn", or a recurrent cell: "rnn", "lstm"
   length: int                 # inputs per example (MNIST-1D: 40)
   width: int
-  depth: int                  # MLP: hidden layers K; CNN: convolutional layers
+  depth: int                  # MLP: hidden layers K; CNN: convolutional layers; rnn: steps
   classes: int
   networks: int
   steps: int
@@ -53,6 +55,15 @@ def cnn_workload(c: dict, d: dict) -> Workload:
                   kernel_size=c["kernel_size"], padding=c["padding"])
 
 
+RECURRENT = ("rnn", "lstm")
+GATES = {"rnn": 1, "lstm": 4}
+
+
+def recurrent_workload(r: dict, d: dict, cell: str) -> Workload:
+  return Workload(cell, d["input_dim"], r["width"], r["time_steps"], d["classes"],
+                  r["networks"], r["steps"], r["batch"], r["learning_rate"])
+
+
 def make_data(n_train: int, n_test: int, input_dim: int, classes: int,
               seed: int = 0) -> dict[str, np.ndarray]:
   """x (N, D) float32 standard normal; y (N,) int32 = argmax(x W) for a random teacher W."""
@@ -71,6 +82,9 @@ def layer_products(w: Workload) -> list[float]:
   if w.arch == "mlp":
     dims = [(w.length, w.width)] + [(w.width, w.width)] * (w.depth - 1) + [(w.width, w.classes)]
     return [float(a * b) for a, b in dims]
+  if w.arch in RECURRENT:     # per time step: every gate's input and recurrent products
+    step = GATES[w.arch] * (w.length // w.depth + w.width) * w.width
+    return [float(step)] * w.depth + [float(w.width * w.classes)]
   convs = [w.length * w.kernel_size * 1 * w.width]
   convs += [w.length * w.kernel_size * w.width * w.width] * (w.depth - 1)
   return [float(c) for c in convs] + [float(w.length * w.width * w.classes)]
@@ -90,9 +104,11 @@ def _options(w: Workload):
 
 
 def initjax_model(w: Workload):
-  """The `Model` that trains `w`'s networks: the book's MLP (`models.mlp`) or the CNN's."""
+  """The `Model` that trains `w`'s networks: the book's MLP (`models.mlp`), the CNN's, or the
+  recurrent net's (tanh, as PyTorch's `nn.RNN` / `nn.LSTM`)."""
   from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
-  return architectures.get(w.arch).model("relu", _options(w))
+  activation = "tanh" if w.arch in RECURRENT else "relu"
+  return architectures.get(w.arch).model(activation, _options(w))
 
 
 def initial_params(w: Workload, seed: int = 0):
@@ -103,7 +119,7 @@ def initial_params(w: Workload, seed: int = 0):
 
   from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
   arch = architectures.get(w.arch)
-  shape = (w.length,) if w.arch == "mlp" else (w.length, 1)
+  shape = (w.length, 1) if w.arch == "cnn" else (w.length,)
   init = jax.jit(jax.vmap(lambda key: arch.init(
       key, input_shape=shape, width=w.width, depth=w.depth, output_dim=w.classes,
       weight_init="he_normal", options=_options(w))))
