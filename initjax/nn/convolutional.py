@@ -6,9 +6,11 @@
 
 Inputs are (N, L) or channel-last (N, L, C_in). Kernels have Flax's conv layout (s, C_in, C_out),
 so fan_in = s C_in for every initializer; the hidden ones are stacked (K-1, s, C, C) and run with
-`lax.scan`. A convolution is computed as one matrix product over its patches (im2col): a batch of
-networks (vmap) then multiplies batched matrices, which XLA runs fast, instead of the grouped
-convolution that a vmapped `lax.conv` becomes (slow on CPUs).
+`lax.scan`, on channels-first activations (C, N, L) inside. A convolution is computed as one
+matrix product over its patches (im2col): a batch of networks (vmap) then multiplies batched
+matrices, which XLA runs fast, instead of the grouped convolution that a vmapped `lax.conv`
+becomes (slow on CPUs; unbatched too: a 6-layer CNN's gradient took 128 ms with `lax.conv`, 11
+ms with im2col, on 2 cores).
 
 Padding (`PADDINGS`): "circular" (every output position sums exactly s C_in inputs) or
 "zero" ('SAME': the r = (s - 1) / 2 positions at each edge see fewer inputs). The mean-field
@@ -32,19 +34,33 @@ def _channel_last(x: jax.Array) -> jax.Array:
   return x[..., None] if x.ndim == 2 else x
 
 
-def conv1d(h_NxLxC: jax.Array, kernel_SxCxO: jax.Array, padding: str) -> jax.Array:
-  """Stride-1 'same-length' 1-D convolution as one matrix product over the patches (im2col).
+def conv1d_channels_first(h_CxNxL: jax.Array, kernel_SxCxO: jax.Array,
+                          padding: str) -> jax.Array:
+  """The stride-1 'same-length' 1-D convolution on channels-first activations (C, N, L), the
+  layout the networks run in, as one matrix product over the patches (im2col): (O, N, L),
 
-  out[n, i, o] = sum_{d, c} h[n, i + d - r, c] kernel[d, c, o], r = (s - 1) // 2, with h wrapped
+  out[o, n, i] = sum_{d, c} kernel[d, c, o] h[c, n, i + d - r], r = (s - 1) // 2, with h wrapped
   around ("circular") or zero ("zero") outside 0..L-1.
+
+  With the N L positions as the long minor axis of the patches (s C, N L), the kernel's gradient
+  is a plain (s C, N L) x (N L, O) product; from channel-last patches (N L, s C) it is a product
+  with a transposed operand, which XLA's CPU kernels ran at half the speed (one core, jaxlib
+  0.10.2: 0.42 vs 0.81 ms at N L = 4000, s C = 160, O = 32), and a CNN's gradient ran 1.27x faster.
   """
   s = kernel_SxCxO.shape[0]
   r = (s - 1) // 2
-  pad = ((0, 0), (r, s - 1 - r), (0, 0))
-  padded = jnp.pad(h_NxLxC, pad, mode="wrap" if padding == "circular" else "constant")
-  length = h_NxLxC.shape[1]
-  patches = jnp.concatenate([padded[:, d:d + length, :] for d in range(s)], axis=-1)
-  return patches @ kernel_SxCxO.reshape(-1, kernel_SxCxO.shape[-1])
+  c, n, length = h_CxNxL.shape
+  padded = jnp.pad(h_CxNxL, ((0, 0), (0, 0), (r, s - 1 - r)),
+                   mode="wrap" if padding == "circular" else "constant")
+  patches = jnp.concatenate([padded[:, :, d:d + length] for d in range(s)], axis=0)
+  out = kernel_SxCxO.reshape(s * c, -1).T @ patches.reshape(s * c, n * length)
+  return out.reshape(-1, n, length)
+
+
+def conv1d(h_NxLxC: jax.Array, kernel_SxCxO: jax.Array, padding: str) -> jax.Array:
+  """`conv1d_channels_first` on channel-last activations (N, L, C) -> (N, L, O)."""
+  return jnp.moveaxis(conv1d_channels_first(jnp.moveaxis(h_NxLxC, -1, 0), kernel_SxCxO,
+                                            padding), 0, -1)
 
 
 def init_cnn(key: jax.Array, *, input_shape: tuple[int, ...], channels: int, depth: int,
@@ -73,34 +89,60 @@ def init_cnn(key: jax.Array, *, input_shape: tuple[int, ...], channels: int, dep
   }
 
 
-def trace_cnn(params: Params, x: jax.Array, activation: str = "relu", padding: str = "circular",
-              offsets: dict[str, jax.Array] | None = None) -> dict[str, jax.Array]:
-  """Runs the network; returns {"f": f_0..f_{K-1} (K, N, L, C), "h": h_1..h_K (K, N, L, C),
-  "f_out": (N, D_out)}. `offsets` (same shapes, zero in use) are added where each value is
+def trace_conv_stack(params: Params, x: jax.Array, activation: str = "relu",
+                     padding: str = "circular", offsets: dict[str, jax.Array] | None = None,
+                     normalize: Callable | None = None, normalize_xs: Any = None
+                     ) -> dict[str, jax.Array]:
+  """Runs the network (channels first inside; inputs and results channel last), with
+  `normalize(f_CxNxL, xs_k) -> (g_CxNxL, aux_k)` applied to every f_k before the activation
+  (`normalize_xs`: a pytree of per-layer inputs with a leading axis K). Returns {"f": f_0..f_{K-1}
+  (K, N, L, C), "h": h_1..h_K (K, N, L, C), "f_out": (N, D_out), "aux": the aux_k stacked}.
+  `offsets` (same shapes as "f", "h", "f_out"; zero in use) are added where each value is
   computed: their gradients are exactly dl/df_k, dl/dh_k, dl/df_out."""
   a = activations.get(activation).fn
   x = _channel_last(x)
   depth = params["kernel_hidden"].shape[0] + 1
   n, length, channels = x.shape[0], x.shape[1], params["kernel_0"].shape[-1]
+  if normalize is None:
+    normalize, normalize_xs = (lambda f, xs: (f, ())), jnp.zeros((depth, 0), x.dtype)
+  column = lambda v: v[:, None, None]   # noqa: E731  (a per-channel vector against (C, N, L))
   if offsets is None:
-    zeros = jnp.zeros((depth, n, length, channels), x.dtype)
-    offsets = {"f": zeros, "h": zeros,
-               "f_out": jnp.zeros((n, params["omega_out"].shape[0]), x.dtype)}
-  f0 = conv1d(x, params["kernel_0"], padding) + params["beta_0"] + offsets["f"][0]
-  h1 = a(f0) + offsets["h"][0]
+    off_f = off_h = jnp.zeros((depth, channels, n, length), x.dtype)
+    off_out = jnp.zeros((n, params["omega_out"].shape[0]), x.dtype)
+  else:
+    off_f, off_h = (jnp.moveaxis(offsets[k], -1, 1) for k in ("f", "h"))
+    off_out = offsets["f_out"]
+  first = jax.tree.map(lambda v: v[0], normalize_xs)
+  rest = jax.tree.map(lambda v: v[1:], normalize_xs)
+  f0 = (conv1d_channels_first(jnp.moveaxis(x, -1, 0), params["kernel_0"], padding)
+        + column(params["beta_0"]) + off_f[0])
+  g0, aux0 = normalize(f0, first)
+  h1 = a(g0) + off_h[0]
 
   def layer(h, xs):
-    kernel, beta, df, dh = xs
-    f = conv1d(h, kernel, padding) + beta + df
-    h_next = a(f) + dh
-    return h_next, (f, h_next)
+    kernel, beta, norm_xs, df, dh = xs
+    f = conv1d_channels_first(h, kernel, padding) + column(beta) + df
+    g, aux = normalize(f, norm_xs)
+    h_next = a(g) + dh
+    return h_next, (f, h_next, aux)
 
-  h_K, (f_rest, h_rest) = jax.lax.scan(
-      layer, h1, (params["kernel_hidden"], params["beta_hidden"], offsets["f"][1:],
-                  offsets["h"][1:]))
-  f_out = h_K.reshape(n, -1) @ params["omega_out"].T + params["beta_out"] + offsets["f_out"]
-  return {"f": jnp.concatenate([f0[None], f_rest]), "h": jnp.concatenate([h1[None], h_rest]),
-          "f_out": f_out}
+  h_K, (f_rest, h_rest, aux_rest) = jax.lax.scan(
+      layer, h1, (params["kernel_hidden"], params["beta_hidden"], rest, off_f[1:], off_h[1:]))
+  f_out = (jnp.transpose(h_K, (1, 2, 0)).reshape(n, -1) @ params["omega_out"].T
+           + params["beta_out"] + off_out)
+  stack = lambda v0, vs: jnp.concatenate([v0[None], vs])   # noqa: E731
+  channel_last = lambda v0, vs: jnp.moveaxis(stack(v0, vs), 1, -1)   # noqa: E731
+  return {"f": channel_last(f0, f_rest), "h": channel_last(h1, h_rest), "f_out": f_out,
+          "aux": jax.tree.map(stack, aux0, aux_rest)}
+
+
+def trace_cnn(params: Params, x: jax.Array, activation: str = "relu", padding: str = "circular",
+              offsets: dict[str, jax.Array] | None = None) -> dict[str, jax.Array]:
+  """Runs the network; returns {"f": f_0..f_{K-1} (K, N, L, C), "h": h_1..h_K (K, N, L, C),
+  "f_out": (N, D_out)}. `offsets` (same shapes, zero in use) are added where each value is
+  computed: their gradients are exactly dl/df_k, dl/dh_k, dl/df_out."""
+  trace = trace_conv_stack(params, x, activation, padding, offsets)
+  return {k: trace[k] for k in ("f", "h", "f_out")}
 
 
 def apply_cnn(params: Params, x: jax.Array, activation: str = "relu",

@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from initjax.nn.activations import check_activation, get_activation
-from initjax.nn.convolutional import _channel_last, conv1d
+from initjax.nn import convolutional
+from initjax.nn.convolutional import _channel_last
 
 NORMS = ("none", "batchnorm", "layernorm")
 EPS = 1e-5          # added to the variance, as Flax's and PyTorch's default
@@ -224,44 +225,55 @@ def layer_statistics(params: Params, x_NxD: jax.Array, y: jax.Array, loss_fn, *,
 # The 1-D CNN of `initjax.nn.convolutional`, normalized the same way (per channel: batchnorm over
 # the batch and the positions, layernorm over the channels at each position).
 
+def _normalize_channels_first(f_CxNxL, scale_C, shift_C, norm: str, running: tuple | None):
+  """`_normalize` of a CNN layer on channels-first activations (C, N, L): batchnorm per channel
+  over the batch and positions, layernorm over the channels at each position."""
+  column = lambda v: v[:, None, None]   # noqa: E731
+  zeros_C = jnp.zeros(f_CxNxL.shape[0], f_CxNxL.dtype)
+  if norm == "none":
+    return f_CxNxL, zeros_C, zeros_C
+  if norm == "layernorm":
+    mean = jnp.mean(f_CxNxL, axis=0, keepdims=True)
+    var = jnp.mean((f_CxNxL - mean) ** 2, axis=0, keepdims=True)
+    return standardize(f_CxNxL, mean, var, column(scale_C), column(shift_C)), zeros_C, zeros_C
+  mean_C = jnp.mean(f_CxNxL, axis=(1, 2))
+  var_C = jnp.mean((f_CxNxL - column(mean_C)) ** 2, axis=(1, 2))
+  mean, var = running if running is not None else (mean_C, var_C)   # evaluation: running ones
+  return (standardize(f_CxNxL, column(mean), column(var), column(scale_C), column(shift_C)),
+          mean_C, var_C)
+
+
 def trace_normalized_cnn(params: Params, x: jax.Array, activation: str = "relu",
                          padding: str = "circular", norm: str = "batchnorm",
                          offsets: dict | None = None, state: Any = None) -> dict[str, jax.Array]:
   """As `initjax.nn.convolutional.trace_cnn`, with f_k normalized before the activation;
   returns also "mean", "var" (K, C): the batch moments of f_k (zeros unless batchnorm)."""
-  a = get_activation(check_activation(activation))
+  check_activation(activation)
   check_norm(norm)
-  x = _channel_last(x)
-  depth = params["kernel_hidden"].shape[0] + 1
-  n, length, channels = x.shape[0], x.shape[1], params["kernel_0"].shape[-1]
-  if offsets is None:
-    zeros = jnp.zeros((depth, n, length, channels), x.dtype)
-    offsets = {"f": zeros, "h": zeros,
-               "f_out": jnp.zeros((n, params["omega_out"].shape[0]), x.dtype)}
+  depth, channels = params["kernel_hidden"].shape[0] + 1, params["kernel_0"].shape[-1]
+  cat = lambda first, rest: jnp.concatenate([first[None], rest], axis=0)  # noqa: E731
+  placeholder = jnp.zeros((depth, channels), params["kernel_0"].dtype)
+  if norm == "none":
+    scale = shift = placeholder
+  else:
+    scale = cat(params["norm_scale_0"], params["norm_scale_hidden"])
+    shift = cat(params["norm_shift_0"], params["norm_shift_hidden"])
   eval_mode = state is not None and norm == "batchnorm"
   if eval_mode:
-    run0, run_h = (state["mean_0"], state["var_0"]), (state["mean_hidden"], state["var_hidden"])
+    running = (cat(state["mean_0"], state["mean_hidden"]), cat(state["var_0"], state["var_hidden"]))
   else:
-    run0, run_h = None, (jnp.zeros((depth - 1, channels), x.dtype),) * 2
-  f0 = conv1d(x, params["kernel_0"], padding) + params["beta_0"] + offsets["f"][0]
-  g0, m0, v0 = _normalize(f0, params["norm_scale_0"], params["norm_shift_0"], norm, run0)
-  h1 = a(g0) + offsets["h"][0]
+    running = (placeholder, placeholder)
 
-  def layer(h, xs):
-    kernel, beta, scale, shift, mean, var, df, dh = xs
-    f = conv1d(h, kernel, padding) + beta + df
-    g, m, v = _normalize(f, scale, shift, norm, (mean, var) if eval_mode else None)
-    h_next = a(g) + dh
-    return h_next, (f, h_next, m, v)
+  def normalize(f_CxNxL, xs):
+    scale_C, shift_C, mean_C, var_C = xs
+    g, m, v = _normalize_channels_first(f_CxNxL, scale_C, shift_C, norm,
+                                        (mean_C, var_C) if eval_mode else None)
+    return g, (m, v)
 
-  h_K, (f_rest, h_rest, m_rest, v_rest) = jax.lax.scan(
-      layer, h1, (params["kernel_hidden"], params["beta_hidden"], params["norm_scale_hidden"],
-                  params["norm_shift_hidden"], run_h[0], run_h[1], offsets["f"][1:],
-                  offsets["h"][1:]))
-  f_out = h_K.reshape(n, -1) @ params["omega_out"].T + params["beta_out"] + offsets["f_out"]
-  cat = lambda first, rest: jnp.concatenate([first[None], rest], axis=0)  # noqa: E731
-  return {"f": cat(f0, f_rest), "h": cat(h1, h_rest), "f_out": f_out,
-          "mean": cat(m0, m_rest), "var": cat(v0, v_rest)}
+  trace = convolutional.trace_conv_stack(params, x, activation, padding, offsets, normalize,
+                                         (scale, shift) + running)
+  return {"f": trace["f"], "h": trace["h"], "f_out": trace["f_out"], "mean": trace["aux"][0],
+          "var": trace["aux"][1]}
 
 
 def _running(state, mean_KxC, var_KxC):
