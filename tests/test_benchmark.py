@@ -26,8 +26,9 @@ NO_TORCH = "INITJAX_BENCH_NO_TORCH"
 TORCH_RATIOS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                 "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                 "cnn_training_vs_torch_loop", "cnn_training_vs_torch_vmap",
-                "rnn_training_vs_torch_loop", "lstm_training_vs_torch_loop",
-                "rnn_training_vs_torch_vmap", "lstm_training_vs_torch_vmap",
+                "cnn_training_vs_torch_best", "rnn_training_vs_torch_loop",
+                "lstm_training_vs_torch_loop", "rnn_training_vs_torch_vmap",
+                "lstm_training_vs_torch_vmap",
                 "propagation_vs_torch_loop")
 RATIO_KEYS = TORCH_RATIOS + (
     "propagation_vs_numpy_loop", "propagation_vs_jit_loop", "propagation_fraction_of_matmul_peak",
@@ -38,6 +39,7 @@ RATIO_KEYS = TORCH_RATIOS + (
 TARGET_KEYS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                "training_fraction_of_matmul_peak", "cnn_training_vs_torch_loop",
+               "cnn_training_vs_torch_best",
                "rnn_training_vs_torch_loop", "lstm_training_vs_torch_loop",
                "propagation_vs_numpy_loop", "propagation_vs_jit_loop",
                "propagation_fraction_of_matmul_peak", "isometry_vs_numpy_loop",
