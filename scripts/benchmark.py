@@ -21,6 +21,7 @@ Sections (`scripts/bench/`, one module each):
   training      (child) depth-30 ReLU MLPs trained with momentum SGD, widths 100 and 32:
                 `run_networks` against a PyTorch loop over seeds and torch.func vmap
   cnn           (child) the 1-D CNN: vmapped against a per-seed loop and PyTorch
+  cnn_batchnorm (child) the same CNN with batchnorm before every ReLU (nn.BatchNorm1d)
   recurrent     (child) tanh rnn and lstm (width 64, MNIST-1D-shaped inputs read as 40 steps)
                 trained with momentum SGD: `run_networks` against loops of nn.RNN / nn.LSTM
   models        (child) the probe against a PyTorch loop with hooks; compiles per initializer
@@ -57,8 +58,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # pylint: disable-next=wrong-import-position
 from bench import children, machine, modes, report, table, torch_peers
 
-ORDER = ("matmul", "propagation", "training", "cnn", "recurrent", "models", "compile", "memory",
-         "sweep_start", "isometry")
+ORDER = ("matmul", "propagation", "training", "cnn", "cnn_batchnorm", "recurrent", "models",
+         "compile", "memory", "sweep_start", "isometry")
 CHILD_TIMEOUT_S = 3600.0
 
 FLOP_CONVENTION = (

@@ -26,7 +26,8 @@ NO_TORCH = "INITJAX_BENCH_NO_TORCH"
 TORCH_RATIOS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                 "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                 "cnn_training_vs_torch_loop", "cnn_training_vs_torch_vmap",
-                "cnn_training_vs_torch_best", "rnn_training_vs_torch_loop",
+                "cnn_training_vs_torch_best", "cnn_batchnorm_training_vs_torch_loop",
+                "cnn_batchnorm_training_vs_torch_best", "rnn_training_vs_torch_loop",
                 "lstm_training_vs_torch_loop", "rnn_training_vs_torch_vmap",
                 "lstm_training_vs_torch_vmap",
                 "propagation_vs_torch_loop")
@@ -39,7 +40,7 @@ RATIO_KEYS = TORCH_RATIOS + (
 TARGET_KEYS = ("training_vs_torch_loop_w100", "training_vs_torch_vmap_w100",
                "training_vs_torch_loop_w32", "training_vs_torch_vmap_w32",
                "training_fraction_of_matmul_peak", "cnn_training_vs_torch_loop",
-               "cnn_training_vs_torch_best",
+               "cnn_training_vs_torch_best", "cnn_batchnorm_training_vs_torch_best",
                "rnn_training_vs_torch_loop", "lstm_training_vs_torch_loop",
                "propagation_vs_numpy_loop", "propagation_vs_jit_loop",
                "propagation_fraction_of_matmul_peak", "isometry_vs_numpy_loop",
@@ -87,16 +88,17 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
   assert (res["torch"] == "measured") == measured, res["torch"]
   check_ratios_and_targets(res, measured)
   for key in ("machine", "versions", "flop_convention", "matmul", "propagation", "training",
-              "cnn", "recurrent", "compile", "memory", "sweep_start", "isometry"):
+              "cnn", "cnn_batchnorm", "recurrent", "compile", "memory", "sweep_start",
+              "isometry"):
     assert key in res, key
     assert "error" not in res[key], res[key]["error"]
-  for rows in (res["training"]["w100"], res["training"]["w32"], res["cnn"],
+  for rows in (res["training"]["w100"], res["training"]["w32"], res["cnn"], res["cnn_batchnorm"],
                res["recurrent"]["rnn"], res["recurrent"]["lstm"], res["propagation"]["8"]):
     assert bool(torch_rows(rows)) == measured, list(rows)
     assert (rows["_torch"] == "measured") == measured, rows["_torch"]
   if measured:   # the loop and torch.func vmap (1 thread in --tiny) train like initjax
-    for rows in (res["training"]["w100"], res["cnn"], res["recurrent"]["rnn"],
-                 res["recurrent"]["lstm"]):
+    for rows in (res["training"]["w100"], res["cnn"], res["cnn_batchnorm"],
+                 res["recurrent"]["rnn"], res["recurrent"]["lstm"]):
       assert {"torch loop (1 thread)", "torch.func vmap (1 thread)"} <= set(rows)
       ours = rows["initjax run_networks"]
       for name in torch_rows(rows):
@@ -119,7 +121,8 @@ def test_tiny_benchmark_writes_json_with_every_ratio(tmp_path):
 @pytest.mark.slow  # about 20 s: the tiny benchmark end to end, as if torch were absent
 def test_without_torch(tmp_path):
   res = run_benchmark(tmp_path,
-                      "--skip=propagation,training,cnn,compile,memory,sweep_start,isometry",
+                      "--skip=propagation,training,cnn,cnn_batchnorm,compile,memory,sweep_start,"
+                      "isometry",
                       env={NO_TORCH: "1"})
   assert res["torch"].startswith("skipped") and NO_TORCH in res["torch"], res["torch"]
   assert res["versions"]["torch"] is None
@@ -153,12 +156,16 @@ def he_params(w, rng) -> dict:
   else:                 # kernels (s, C_in, C_out)
     first, hidden = {"kernel_0": he(s, s, 1, k)}, {"kernel_hidden": he(s * k, d - 1, s, k, k)}
   fan_out = k if w.arch == "mlp" else w.length * k
+  norm = ({"norm_scale_0": 1 + zeros(k), "norm_shift_0": zeros(k),
+           "norm_scale_hidden": 1 + zeros(d - 1, k), "norm_shift_hidden": zeros(d - 1, k)}
+          if w.norm == "batchnorm" else {})
   return {**first, **hidden, "beta_0": zeros(k), "beta_hidden": zeros(d - 1, k),
-          "omega_out": he(fan_out, w.classes, fan_out), "beta_out": zeros(w.classes)}
+          "omega_out": he(fan_out, w.classes, fan_out), "beta_out": zeros(w.classes), **norm}
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn", "rnn", "lstm"])
-def test_torch_peers_train_alike(arch):
+@pytest.mark.parametrize("arch,norm", [("mlp", "none"), ("cnn", "none"), ("cnn", "batchnorm"),
+                                       ("rnn", "none"), ("lstm", "none")])
+def test_torch_peers_train_alike(arch, norm):
   """The PyTorch loop and torch.func vmap train the same networks from the same weights on the
   same minibatches: the same losses."""
   if not torch_expected():
@@ -167,7 +174,7 @@ def test_torch_peers_train_alike(arch):
   from bench import threads, torch_peers, workload  # pylint: disable=import-outside-toplevel
   w = workload.Workload(arch, length=8, width=6, depth=4 if arch in ("rnn", "lstm") else 3,
                         classes=3, networks=2, steps=10, batch=8, learning_rate=0.05,
-                        kernel_size=3)
+                        kernel_size=3, norm=norm)
   data = workload.make_data(n_train=32, n_test=8, input_dim=8, classes=3)
   rng = np.random.default_rng(0)
   initial = torch_peers.state_dicts(w, he_params(w, rng))
@@ -204,3 +211,30 @@ def test_torch_recurrent_net_computes_initjax_network(arch):
       got = net(torch.from_numpy(x)).numpy()
     want = model.apply(jax.tree.map(lambda a, s=s: a[s], params), x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_batchnorm_cnn_computes_initjax_network():
+  """With the weights `state_dicts` hands over (kernels, the head's column order, batchnorm's
+  scale and shift), PyTorch's Conv1d/BatchNorm1d network in training mode computes initjax's
+  batch-normalized CNN with the batch's statistics: the same outputs on the same inputs."""
+  if not torch_expected():
+    pytest.skip("torch is not installed (or INITJAX_BENCH_NO_TORCH is set)")
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, SCRIPTS)
+  from bench import torch_peers, workload  # pylint: disable=import-outside-toplevel
+  w = workload.Workload("cnn", length=10, width=4, depth=3, classes=3, networks=2, steps=1,
+                        batch=6, learning_rate=0.1, kernel_size=3, norm="batchnorm")
+  params = jax.tree.map(np.asarray, workload.initial_params(w))
+  rng = np.random.default_rng(0)
+  for name in ("norm_scale_0", "norm_shift_0", "norm_scale_hidden", "norm_shift_hidden"):
+    params[name] = (params[name] + rng.standard_normal(params[name].shape)).astype(np.float32)
+  x = rng.standard_normal((6, 10)).astype(np.float32)
+  model = workload.initjax_model(w)
+  for s, sd in enumerate(torch_peers.state_dicts(w, params)):
+    net = torch_peers.build_module(w).train()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    with torch.no_grad():
+      got = net(torch.from_numpy(x[:, None, :])).numpy()
+    want = model.apply(jax.tree.map(lambda a, s=s: a[s], params), x[:, :, None])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -16,7 +16,8 @@ Sections (what is measured):
   workload      the training workload shared by every contender (data, sizes, FLOPs, weights)
   torch_peers   what a PyTorch user runs instead: a loop over seeds, torch.func vmap
   training      MLP training throughput, initjax vs PyTorch, at two widths
-  cnn           1-D CNN training throughput: vmapped vs a per-seed loop vs PyTorch
+  cnn           1-D CNN training throughput: vmapped vs a per-seed loop vs PyTorch (also with
+                batchnorm: `training.run_cnn_batchnorm`)
                 (`training.run_recurrent`: the rnn and lstm against nn.RNN / nn.LSTM loops)
   compile_time  compilation time of the propagation and training programs by depth
   memory        peak resident memory of a 10,000-seed propagation run

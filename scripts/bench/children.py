@@ -23,6 +23,7 @@ from bench.paths import REPO, SCRIPT
 SECTIONS: dict[str, tuple[str, str, bool]] = {
     "training": ("bench.training", "run_mlp", True),
     "cnn": ("bench.training", "run_cnn", True),
+    "cnn_batchnorm": ("bench.training", "run_cnn_batchnorm", True),
     "recurrent": ("bench.training", "run_recurrent", True),
     "models": ("bench.models", "run", True),
     "memory": ("bench.memory", "run", True),

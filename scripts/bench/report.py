@@ -25,6 +25,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "cnn_training_vs_torch_loop": (">", 1.0),
     "cnn_training_vs_seed_loop": (">", 1.0),
     "cnn_training_vs_torch_best": (">=", 1.5),   # issue 19: the best of loop, vmap, processes
+    "cnn_batchnorm_training_vs_torch_best": (">=", 1.5),   # issue 19: "with or without"
     "rnn_training_vs_torch_loop": (">=", 1.0),    # issue 19
     "lstm_training_vs_torch_loop": (">=", 1.0),
     "compile_time_200_over_10_layers": ("<=", 1.5),
@@ -123,6 +124,10 @@ def training_ratios(res: dict, peak: float | None) -> dict[str, float | None]:
   seed_loop = cnn.get(SEED_LOOP, {}).get(rate)
   out.update(_against_torch(cnn, "cnn_training"))
   out["cnn_training_vs_torch_best"] = ratio(ours, _best(cnn, "torch", rate))   # any arrangement
+  bn = _rows(res.get("cnn_batchnorm"))
+  out.update(_against_torch(bn, "cnn_batchnorm_training"))
+  out["cnn_batchnorm_training_vs_torch_best"] = ratio(bn.get(OURS, {}).get(rate),
+                                                      _best(bn, "torch", rate))
   out["cnn_training_vs_seed_loop"] = ratio(ours, seed_loop)
   out["cnn_training_1_device_vs_seed_loop"] = ratio(cnn.get(ONE_DEVICE, {}).get(rate), seed_loop)
   recurrent = _rows(res.get("recurrent"))

@@ -87,6 +87,8 @@ def training(res: dict) -> None:
   _slots(res, "training", "Training")
   if res.get("cnn"):
     training_rows("CNN training", res["cnn"])
+  if res.get("cnn_batchnorm"):
+    training_rows("CNN training, batchnorm", res["cnn_batchnorm"])
   _slots(res, "recurrent", "Recurrent training (depth = time steps):")
 
 

@@ -99,10 +99,12 @@ def build_module(w: Workload):
       layers += [nn.Linear(w.width, w.width), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(w.width, w.classes))
   mode = "circular" if w.padding == "circular" else "zeros"
-  layers = [nn.Conv1d(1, w.width, w.kernel_size, padding="same", padding_mode=mode), nn.ReLU()]
-  for _ in range(w.depth - 1):
-    layers += [nn.Conv1d(w.width, w.width, w.kernel_size, padding="same", padding_mode=mode),
-               nn.ReLU()]
+  layers = []
+  for c_in in [1] + [w.width] * (w.depth - 1):
+    layers.append(nn.Conv1d(c_in, w.width, w.kernel_size, padding="same", padding_mode=mode))
+    if w.norm == "batchnorm":   # eps 1e-5 as initjax's; momentum only moves running averages
+      layers.append(nn.BatchNorm1d(w.width))
+    layers.append(nn.ReLU())
   return nn.Sequential(*layers, nn.Flatten(), nn.Linear(w.length * w.width, w.classes))
 
 
@@ -137,11 +139,21 @@ def state_dicts(w: Workload, params: dict[str, np.ndarray]) -> list[dict[str, np
       weights = [k.transpose(2, 1, 0) for k in kernels] + [
           head.transpose(0, 2, 1).reshape(w.classes, -1)]
       biases = [params["beta_0"][s]] + list(params["beta_hidden"][s]) + [params["beta_out"][s]]
-      names = [str(2 * i) for i in range(len(kernels))] + [str(2 * len(kernels) + 1)]
+      per = 3 if w.norm == "batchnorm" else 2          # Conv1d, [BatchNorm1d,] ReLU
+      names = [str(per * i) for i in range(len(kernels))] + [str(per * len(kernels) + 1)]
     sd = {}
     for name, weight, bias in zip(names, weights, biases):
       sd[f"{name}.weight"] = np.array(weight, np.float32, order="C")   # a writable copy
       sd[f"{name}.bias"] = np.array(bias, np.float32)
+    if w.arch == "cnn" and w.norm == "batchnorm":       # gamma, delta; running mean 0, var 1
+      scales = [params["norm_scale_0"][s]] + list(params["norm_scale_hidden"][s])
+      shifts = [params["norm_shift_0"][s]] + list(params["norm_shift_hidden"][s])
+      for i, (scale, shift) in enumerate(zip(scales, shifts)):
+        sd.update({f"{3 * i + 1}.weight": np.array(scale, np.float32),
+                   f"{3 * i + 1}.bias": np.array(shift, np.float32),
+                   f"{3 * i + 1}.running_mean": np.zeros(w.width, np.float32),
+                   f"{3 * i + 1}.running_var": np.ones(w.width, np.float32),
+                   f"{3 * i + 1}.num_batches_tracked": np.zeros((), np.int64)})
     out.append(sd)
   return out
 
@@ -202,15 +214,20 @@ class TorchRun:
     # pylint: disable=import-outside-toplevel,protected-access
     import torch
     import torch.nn.functional as F
-    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+    from torch.func import (functional_call, grad_and_value, replace_all_batch_norm_modules_,
+                            stack_module_state, vmap)
     for module, sd in zip(self.modules, self.initial):
       module.load_state_dict(sd)
-    params, buffers = stack_module_state(self.modules)
+    modules = self.modules
+    if self.w.norm == "batchnorm":   # vmap cannot update running statistics in place
+      modules = [replace_all_batch_norm_modules_(copy.deepcopy(m)) for m in modules]
+    params, buffers = stack_module_state(modules)
     params = {k: v.detach() for k, v in params.items()}
     names = list(params)
     p_list = [params[k] for k in names]
     m_list = [torch.zeros_like(p) for p in p_list]
-    base = self.base
+    base = (replace_all_batch_norm_modules_(copy.deepcopy(self.base))
+            if self.w.norm == "batchnorm" else self.base)
 
     def loss_fn(p, b, x, y):
       return F.cross_entropy(functional_call(base, (p, b), (x,)), y)

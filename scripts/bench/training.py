@@ -46,11 +46,14 @@ def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params,
   workers = parallel.workers()
   dev0 = jax.local_devices()[0]
   params0, keys0, lrs0, arrays0 = jax.device_put((params, keys, lrs, arrays), dev0)
-  one_by_one = [jax.tree.map(lambda a, i=i: a[i], params0) for i in range(w.networks)]
+  states = workload.initial_states(w, params)     # batchnorm's running statistics, or ()
+  stateful = bool(jax.tree.leaves(states))
+  one_by_one = [jax.tree.map(lambda a, i=i: a[i], (params0, states)) for i in range(w.networks)]
   steps = w.steps
 
   def all_workers():
-    out = batch_training.run_networks(model, params, keys, lrs, arrays, spec)
+    out = batch_training.run_networks(model, params, keys, lrs, arrays, spec,
+                                      **({"state_B": states} if stateful else {}))
     return out["train_loss"][:, :steps]
 
   def one_device():
@@ -59,14 +62,17 @@ def initjax_contenders(w: Workload, data: dict[str, np.ndarray], params,
 
   def network_by_network():
     return np.stack([np.asarray(training.train_network_jit(
-        model, one_by_one[i], keys0[i], lrs0[i], arrays0, spec)["train_loss"])[:steps]
-                     for i in range(w.networks)])
+        model, p, keys0[i], lrs0[i], arrays0, spec, *([st] if stateful else []))["train_loss"])[
+            :steps] for i, (p, st) in enumerate(one_by_one)])
 
-  return {"initjax run_networks": (all_workers, {"workers": len(workers),
-                                                 "worker_devices": str(workers[0])}),
-          "initjax train_networks (1 device)": (one_device, {"device": str(dev0)}),
-          "initjax train_network_jit, network by network": (network_by_network,
-                                                            {"device": str(dev0)})}
+  out = {"initjax run_networks": (all_workers, {"workers": len(workers),
+                                                "worker_devices": str(workers[0])}),
+         "initjax train_networks (1 device)": (one_device, {"device": str(dev0)}),
+         "initjax train_network_jit, network by network": (network_by_network,
+                                                           {"device": str(dev0)})}
+  if stateful:    # `train_networks` takes no model state
+    del out["initjax train_networks (1 device)"]
+  return out
 
 
 def torch_contenders(w: Workload, data: dict[str, np.ndarray], params, orders: np.ndarray,
@@ -159,8 +165,15 @@ def run_recurrent(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
           for cell in r["cells"]}
 
 
-def run_cnn(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
+def run_cnn(cfg: dict, log: Callable[[str], None], section: str = "cnn") -> dict[str, Any]:
   """The 1-D CNN workload: its vmapped training must beat a per-seed loop and PyTorch."""
-  c, d = cfg["cnn"], cfg["data"]
+  c, d = cfg[section], cfg["data"]
   return compare(workload.cnn_workload(c, d), workload.make_data(**d), c, log,
                  cfg["max_threads"])
+
+
+def run_cnn_batchnorm(cfg: dict, log: Callable[[str], None]) -> dict[str, Any]:
+  """The same CNN with batchnorm before every ReLU (PyTorch: nn.BatchNorm1d; its torch.func
+  vmap row uses `replace_all_batch_norm_modules_`, the batch's statistics only, as PyTorch's
+  ensembling recipe does)."""
+  return run_cnn(cfg, log, "cnn_batchnorm")

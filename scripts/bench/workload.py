@@ -4,8 +4,9 @@
     labels from a random linear teacher (argmax of x W), so the loss falls and the contenders'
     losses can be compared (same work, same optimization);
   * networks: the book's ReLU MLP (`initjax.models.mlp`), the 1-D CNN
-    (`initjax.architectures.get("cnn")`), or a tanh recurrent net (`rnn`, `lstm`: the input read
-    as `depth` time steps, a readout of the last hidden state; orthogonal recurrent kernels),
+    (`initjax.architectures.get("cnn")`, optionally with batchnorm before every ReLU), or a tanh
+    recurrent net (`rnn`, `lstm`: the input read as `depth` time steps, a readout of the last
+    hidden state; orthogonal recurrent kernels),
     He-initialized (plain normal, variance 2 / fan_in, zero biases) by initjax; the PyTorch
     peers start from the very same weights;
   * optimizer: SGD with momentum 0.9 (optax's `sgd(lr, momentum=0.9)`, PyTorch's
@@ -38,6 +39,7 @@ class Workload:
   momentum: float = 0.9
   kernel_size: int = 5        # cnn
   padding: str = "circular"   # cnn
+  norm: str = "none"          # cnn: "none" or "batchnorm" (PyTorch: nn.BatchNorm1d)
 
   @property
   def network_steps(self) -> int:
@@ -52,7 +54,8 @@ def mlp_workload(t: dict, d: dict, width: int) -> Workload:
 def cnn_workload(c: dict, d: dict) -> Workload:
   return Workload("cnn", d["input_dim"], c["channels"], c["depth"], d["classes"],
                   c["networks"], c["steps"], c["batch"], c["learning_rate"],
-                  kernel_size=c["kernel_size"], padding=c["padding"])
+                  kernel_size=c["kernel_size"], padding=c["padding"],
+                  norm=c.get("norm", "none"))
 
 
 RECURRENT = ("rnn", "lstm")
@@ -100,7 +103,7 @@ def flops_per_network_step(w: Workload) -> float:
 
 def _options(w: Workload):
   from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
-  return architectures.ArchOptions(kernel_size=w.kernel_size, padding=w.padding)
+  return architectures.ArchOptions(kernel_size=w.kernel_size, padding=w.padding, norm=w.norm)
 
 
 def initjax_model(w: Workload):
@@ -124,6 +127,12 @@ def initial_params(w: Workload, seed: int = 0):
       key, input_shape=shape, width=w.width, depth=w.depth, output_dim=w.classes,
       weight_init="he_normal", options=_options(w))))
   return init(jax.random.split(jax.random.key(seed), w.networks))
+
+
+def initial_states(w: Workload, params):
+  """The networks' initial model states (batchnorm's running statistics; () if stateless)."""
+  from initjax.theory import architectures  # pylint: disable=import-outside-toplevel
+  return architectures.init_states(architectures.get(w.arch), params, _options(w))
 
 
 def data_keys(w: Workload, seed: int = 1):
