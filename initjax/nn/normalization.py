@@ -109,17 +109,25 @@ def init_norm_state(params: Params, norm: str) -> Any:
           "mean_hidden": jnp.zeros_like(bh), "var_hidden": jnp.ones_like(bh)}
 
 
-def _normalize(f_NxD, scale_D, shift_D, norm: str, running: tuple | None):
-  """(g, batch mean, batch var) of one layer; the batch moments are zeros unless batchnorm."""
-  zeros_D = jnp.zeros(f_NxD.shape[-1], f_NxD.dtype)
-  if norm == "layernorm":
-    return layer_norm(f_NxD, scale_D, shift_D), zeros_D, zeros_D
+def _normalize(f, scale_D, shift_D, norm: str, running: tuple | None, channel_axis: int = -1):
+  """(g, batch mean, batch var) of one layer whose units (channels) lie on `channel_axis` (the
+  MLP's (N, D): -1; the CNN runs channels first, (C, N, L): 0): batchnorm per unit over the
+  other axes, layernorm over the units; the batch moments are zeros unless batchnorm."""
+  axis = channel_axis % f.ndim
+  others = tuple(i for i in range(f.ndim) if i != axis)
+  per_unit = lambda v: jnp.expand_dims(v, others)   # noqa: E731  (D,) against f
+  zeros_D = jnp.zeros(f.shape[axis], f.dtype)
   if norm == "none":
-    return f_NxD, zeros_D, zeros_D
-  mean_D, var_D = batch_moments(f_NxD)
-  if running is not None:     # evaluation: the running averages
-    return standardize(f_NxD, running[0], running[1], scale_D, shift_D), mean_D, var_D
-  return standardize(f_NxD, mean_D, var_D, scale_D, shift_D), mean_D, var_D
+    return f, zeros_D, zeros_D
+  scale, shift = per_unit(scale_D), per_unit(shift_D)
+  if norm == "layernorm":
+    mean = jnp.mean(f, axis=axis, keepdims=True)
+    return (standardize(f, mean, jnp.mean((f - mean) ** 2, axis=axis, keepdims=True), scale,
+                        shift), zeros_D, zeros_D)
+  mean_D = jnp.mean(f, axis=others)
+  var_D = jnp.mean((f - per_unit(mean_D)) ** 2, axis=others)
+  mean, var = running if running is not None else (mean_D, var_D)   # evaluation: the running
+  return standardize(f, per_unit(mean), per_unit(var), scale, shift), mean_D, var_D   # averages
 
 
 def trace_normalized_mlp(params: Params, x_NxD: jax.Array, activation: str = "relu",
@@ -225,24 +233,6 @@ def layer_statistics(params: Params, x_NxD: jax.Array, y: jax.Array, loss_fn, *,
 # The 1-D CNN of `initjax.nn.convolutional`, normalized the same way (per channel: batchnorm over
 # the batch and the positions, layernorm over the channels at each position).
 
-def _normalize_channels_first(f_CxNxL, scale_C, shift_C, norm: str, running: tuple | None):
-  """`_normalize` of a CNN layer on channels-first activations (C, N, L): batchnorm per channel
-  over the batch and positions, layernorm over the channels at each position."""
-  column = lambda v: v[:, None, None]   # noqa: E731
-  zeros_C = jnp.zeros(f_CxNxL.shape[0], f_CxNxL.dtype)
-  if norm == "none":
-    return f_CxNxL, zeros_C, zeros_C
-  if norm == "layernorm":
-    mean = jnp.mean(f_CxNxL, axis=0, keepdims=True)
-    var = jnp.mean((f_CxNxL - mean) ** 2, axis=0, keepdims=True)
-    return standardize(f_CxNxL, mean, var, column(scale_C), column(shift_C)), zeros_C, zeros_C
-  mean_C = jnp.mean(f_CxNxL, axis=(1, 2))
-  var_C = jnp.mean((f_CxNxL - column(mean_C)) ** 2, axis=(1, 2))
-  mean, var = running if running is not None else (mean_C, var_C)   # evaluation: running ones
-  return (standardize(f_CxNxL, column(mean), column(var), column(scale_C), column(shift_C)),
-          mean_C, var_C)
-
-
 def trace_normalized_cnn(params: Params, x: jax.Array, activation: str = "relu",
                          padding: str = "circular", norm: str = "batchnorm",
                          offsets: dict | None = None, state: Any = None) -> dict[str, jax.Array]:
@@ -266,8 +256,8 @@ def trace_normalized_cnn(params: Params, x: jax.Array, activation: str = "relu",
 
   def normalize(f_CxNxL, xs):
     scale_C, shift_C, mean_C, var_C = xs
-    g, m, v = _normalize_channels_first(f_CxNxL, scale_C, shift_C, norm,
-                                        (mean_C, var_C) if eval_mode else None)
+    g, m, v = _normalize(f_CxNxL, scale_C, shift_C, norm,
+                         (mean_C, var_C) if eval_mode else None, channel_axis=0)
     return g, (m, v)
 
   trace = convolutional.trace_conv_stack(params, x, activation, padding, offsets, normalize,

@@ -177,6 +177,15 @@ class TorchRun:
     for module, sd in zip(self.modules, self.initial):
       module.load_state_dict(sd)
     self.base = copy.deepcopy(self.modules[0]).to("meta")
+    # torch.func vmap cannot update batchnorm's running statistics in place: its modules are
+    # copies without them (PyTorch's recipe), made once at the initial weights (stacking copies
+    # the parameters, so these copies never change).
+    self.vmap_modules, self.vmap_base = self.modules, self.base
+    if w.norm == "batchnorm":
+      from torch.func import replace_all_batch_norm_modules_  # pylint: disable=import-outside-toplevel
+      self.vmap_modules = [replace_all_batch_norm_modules_(copy.deepcopy(m))
+                           for m in self.modules]
+      self.vmap_base = replace_all_batch_norm_modules_(copy.deepcopy(self.base))
     if device == "cuda":   # TF32 matmuls, as JAX's default precision does on such GPUs
       torch.set_float32_matmul_precision("high")
 
@@ -214,20 +223,15 @@ class TorchRun:
     # pylint: disable=import-outside-toplevel,protected-access
     import torch
     import torch.nn.functional as F
-    from torch.func import (functional_call, grad_and_value, replace_all_batch_norm_modules_,
-                            stack_module_state, vmap)
-    for module, sd in zip(self.modules, self.initial):
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+    for module, sd in zip(self.modules, self.initial):   # `loop` trains them in place
       module.load_state_dict(sd)
-    modules = self.modules
-    if self.w.norm == "batchnorm":   # vmap cannot update running statistics in place
-      modules = [replace_all_batch_norm_modules_(copy.deepcopy(m)) for m in modules]
-    params, buffers = stack_module_state(modules)
+    params, buffers = stack_module_state(self.vmap_modules)
     params = {k: v.detach() for k, v in params.items()}
     names = list(params)
     p_list = [params[k] for k in names]
     m_list = [torch.zeros_like(p) for p in p_list]
-    base = (replace_all_batch_norm_modules_(copy.deepcopy(self.base))
-            if self.w.norm == "batchnorm" else self.base)
+    base = self.vmap_base
 
     def loss_fn(p, b, x, y):
       return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
